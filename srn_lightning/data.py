@@ -1,0 +1,212 @@
+"""The book's digit-sum data: generator, files, Dataset and LightningDataModule.
+
+Each example is a sequence of `length` digits whose label is the sum of the first two (0..18); every
+later position is noise the model has to learn to ignore. The generator reproduces nndl ch. 6.2 byte
+for byte: ONE legacy numpy stream seeded with 0, consumed for the lengths 5, 10, ..., 35 in that order,
+train (k=3), dev (k=1), test (k=1) for each. A length outside that list gets the same procedure on
+its own stream seeded with 0, as if the book had been run with that single length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, TensorDataset
+
+BOOK_LENGTHS = (5, 10, 15, 20, 25, 30, 35)
+BOOK_SEED = 0
+SPLITS = ("train", "dev", "test")
+COPIES = {"train": 3, "dev": 1, "test": 1}  # noisy copies of each of the 100 base pairs
+NUM_CLASSES = 19  # labels 0..18
+
+
+class DataFileError(ValueError):
+    """A data file that cannot be trusted; the message names the file (and line)."""
+
+
+def _make_split(rng: np.random.RandomState, length: int, k: int) -> list[tuple[list[int], int]]:
+    examples = []
+    for n1 in range(10):
+        for n2 in range(10):
+            base = [n1, n2] + [0] * (length - 2)
+            for _ in range(k):
+                idx = rng.randint(2, length)  # order of the two draws is the book's
+                val = rng.randint(0, 10)
+                seq = list(base)
+                seq[idx] = val
+                examples.append((seq, n1 + n2))
+    return examples
+
+
+def generate(lengths=BOOK_LENGTHS, seed: int = BOOK_SEED) -> dict[int, dict[str, list]]:
+    """Run the book's procedure over `lengths` on one stream: {length: {split: [(seq, label)]}}."""
+    rng = np.random.RandomState(seed)  # the same stream as np.random.seed(seed) + np.random.randint
+    out = {}
+    for length in lengths:
+        if length < 3:
+            raise ValueError(f"length must be >= 3 (two digits plus noise), got {length}")
+        out[length] = {split: _make_split(rng, length, COPIES[split]) for split in SPLITS}
+    return out
+
+
+def examples_for_length(length: int) -> dict[str, list]:
+    """The examples the book's procedure gives `length`: drawn from the book's stream if it is a
+    book length, else from a stream of its own."""
+    if length in BOOK_LENGTHS:
+        return generate(BOOK_LENGTHS[: BOOK_LENGTHS.index(length) + 1])[length]
+    return generate((length,))[length]
+
+
+def format_examples(examples) -> str:
+    return "".join(" ".join(map(str, seq)) + "\t" + str(label) + "\n" for seq, label in examples)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write via a temp file in the same dir and rename: readers see the old file or the whole new one,
+    never a partial or interleaved one, however many processes write at once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="\n") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def split_path(data_dir, length: int, split: str) -> Path:
+    return Path(data_dir) / str(length) / f"{split}.txt"
+
+
+def ensure_files(data_dir, length: int, regenerate: bool = False) -> None:
+    """Write `data_dir/<length>/{train,dev,test}.txt` if missing (or if `regenerate`), and refuse a file
+    that exists but is not what the book's procedure gives."""
+    expected = {s: format_examples(e) for s, e in examples_for_length(length).items()}
+    for split, text in expected.items():
+        path = split_path(data_dir, length, split)
+        if regenerate or not path.exists():
+            write_atomic(path, text)
+        elif path.read_text() != text:
+            # parse first: a malformed file gets the error that names its line
+            read_split(path, length)
+            raise DataFileError(
+                f"{path}: differs from the book's generator for length {length}; "
+                "rerun with data.regenerate=true to rewrite it"
+            )
+
+
+def read_split(path, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Parse one split file into (sequences [N, length] int64, labels [N] int64), checking every line."""
+    path = Path(path)
+    if not path.exists():
+        raise DataFileError(f"{path}: missing")
+    seqs, labels = [], []
+    with path.open() as f:
+        for lineno, line in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            if not line.endswith("\n"):
+                raise DataFileError(f"{where}: truncated (no end of line)")
+            parts = line.rstrip("\n").split("\t")
+            if len(parts) != 2:
+                raise DataFileError(f"{where}: expected 'digits<TAB>label', got {line.rstrip()!r}")
+            tokens, label = parts[0].split(" "), parts[1]
+            bad = next((t for t in tokens if t not in _DIGITS), None)
+            if bad is not None:
+                raise DataFileError(f"{where}: token {bad!r} is not a digit 0-9")
+            if length is not None and len(tokens) != length:
+                raise DataFileError(f"{where}: {len(tokens)} digits, expected {length}")
+            if not label.isdigit() or not 0 <= int(label) < NUM_CLASSES:
+                raise DataFileError(f"{where}: label {label!r} is outside 0..{NUM_CLASSES - 1}")
+            seqs.append([int(t) for t in tokens])
+            labels.append(int(label))
+    if not seqs:
+        raise DataFileError(f"{path}: empty split")
+    if length is None and len({len(s) for s in seqs}) > 1:
+        raise DataFileError(f"{path}: lines of different lengths")
+    return torch.tensor(seqs, dtype=torch.long), torch.tensor(labels, dtype=torch.long)
+
+
+_DIGITS = frozenset("0123456789")
+
+
+class DigitSumDataModule(LightningDataModule):
+    """Serves `data_dir/<length>/` as train (shuffled, seeded), dev (validation) and test."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        length: int = 20,
+        batch_size: int = 64,
+        seed: int = 0,
+        num_workers: int = 0,
+        regenerate: bool = False,
+    ) -> None:
+        super().__init__()
+        self.data_dir, self.length, self.batch_size = data_dir, length, batch_size
+        self.seed, self.num_workers, self.regenerate = seed, num_workers, regenerate
+        self.splits: dict[str, TensorDataset] = {}
+
+    def prepare_data(self) -> None:
+        ensure_files(self.data_dir, self.length, self.regenerate)
+
+    def setup(self, stage: str | None = None) -> None:
+        for split in SPLITS:
+            if split not in self.splits:
+                x, y = read_split(split_path(self.data_dir, self.length, split), self.length)
+                self.splits[split] = TensorDataset(x, y)
+
+    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.splits[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("dev")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+
+def sha256(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m srn_lightning.data",
+        description="Write the book's digit-sum files DIR/<length>/{train,dev,test}.txt.",
+    )
+    parser.add_argument("--out", required=True, help="output directory")
+    parser.add_argument(
+        "--lengths", type=int, nargs="+", default=list(BOOK_LENGTHS), help="sequence lengths (>= 3)"
+    )
+    args = parser.parse_args(argv)
+    bad = [n for n in args.lengths if n < 3]
+    if bad:
+        parser.error(f"--lengths: every length must be an integer >= 3, got {bad[0]}")
+    for length in args.lengths:
+        ensure_files(args.out, length, regenerate=True)
+        for split in SPLITS:
+            path = split_path(args.out, length, split)
+            print(f"{path}  sha256 {sha256(path)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""LightningModule: the SRN classifier with the book's loss, optimizer, metrics and clipping."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torchmetrics.classification import MulticlassAccuracy
+
+from srn_lightning.model import SeqClassifier
+
+CLIP_MODES = ("none", "norm", "value", "norm_each")
+
+
+@torch.no_grad()
+def clip_grad_norm_each_(parameters, max_norm: float) -> None:
+    """Paddle's ClipGradByNorm, the book's clip: EACH gradient is scaled by its own L2 norm,
+    g <- g * max_norm / max(||g||, max_norm). (torch's clip_grad_norm_ scales all of them by the
+    global norm instead.)"""
+    for p in parameters:
+        if p.grad is not None:
+            p.grad.mul_(max_norm / torch.linalg.vector_norm(p.grad).clamp(min=max_norm))
+
+
+class SRNClassifier(LightningModule):
+    """Digit-sum classification with the book's SRN.
+
+    `reduction="sum"` is the book's choice: it makes gradients batch-size times larger, which is
+    what drives the explosion. Clipping `norm` and `value` is Lightning's own (Trainer's
+    `gradient_clip_val`); `norm_each` is done here, in `configure_gradient_clipping`.
+    """
+
+    def __init__(
+        self,
+        input_size: int = 32,
+        hidden_size: int = 32,
+        lr: float = 0.2,
+        weight_decay: float = 0.0,
+        reduction: str = "sum",
+        clip_mode: str = "none",
+        clip_val: float | None = None,
+        num_classes: int = 19,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = SeqClassifier(10, input_size, hidden_size, num_classes)
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, digits: torch.Tensor) -> torch.Tensor:
+        return self.model(digits)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        # The step's loss goes to the logs through GradNormMonitor, with the step's grad norms.
+        return F.cross_entropy(self(x), y, reduction=self.hparams.reduction)
+
+    def _eval_step(self, batch, acc: MulticlassAccuracy, prefix: str) -> None:
+        x, y = batch
+        logits = self(x)
+        acc.update(logits, y)
+        self.log(f"{prefix}/loss", F.cross_entropy(logits, y), batch_size=len(y))  # per example
+        self.log(f"{prefix}/acc", acc, batch_size=len(y))
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self._eval_step(batch, self.val_acc, "val")
+
+    def test_step(self, batch, batch_idx) -> None:
+        self._eval_step(batch, self.test_acc, "test")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(
+            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        if self.hparams.clip_mode == "norm_each":
+            clip_grad_norm_each_(self.parameters(), self.hparams.clip_val)
+        else:  # Lightning's own: global norm or value, from the Trainer's gradient_clip_* settings
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)

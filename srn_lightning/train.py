@@ -1,0 +1,114 @@
+"""Train the book's SRN from a Hydra config: fit, test the best-on-dev checkpoint, write artifacts.
+
+    python -m srn_lightning.train clip=none
+    python -m srn_lightning.train -m clip=norm,value,none length=10,20
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+
+
+def trainer_clip_kwargs(clip: DictConfig) -> dict:
+    """Lightning clips `norm` (global) and `value` itself; `norm_each` is the module's own."""
+    if clip.mode in ("norm", "value"):
+        return {"gradient_clip_val": clip.val, "gradient_clip_algorithm": clip.mode}
+    return {}
+
+
+def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
+    """One run in `run_dir`: returns the metrics it also writes to `run_dir/metrics.json`.
+    `callbacks` are added to the project's own (handy for notebooks and tests)."""
+    from lightning.pytorch import Trainer, seed_everything
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from srn_lightning.callbacks import GradNormMonitor, read_grad_norms
+    from srn_lightning.data import DigitSumDataModule
+    from srn_lightning.module import SRNClassifier
+
+    run_dir = Path(run_dir)
+    seed_everything(cfg.seed, workers=True, verbose=False)
+    datamodule = DigitSumDataModule(
+        hydra.utils.to_absolute_path(cfg.data.dir), cfg.length, cfg.batch_size, cfg.seed,
+        cfg.data.num_workers, cfg.data.regenerate,
+    )
+    module = SRNClassifier(
+        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, reduction=cfg.reduction, clip_mode=cfg.clip.mode,
+        clip_val=cfg.clip.val,
+    )
+    clip_name = cfg.clip.mode if cfg.clip.val is None else f"{cfg.clip.mode} {cfg.clip.val}"
+    checkpoint = ModelCheckpoint(
+        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
+        mode="max", save_last=True, auto_insert_metric_name=False,
+    )
+    monitor = GradNormMonitor(
+        run_dir, plot_steps=cfg.plot_steps,
+        title=f"clip={clip_name}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}",
+    )
+    trainer = Trainer(
+        **cfg.trainer,
+        default_root_dir=run_dir,
+        logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False),
+        callbacks=[checkpoint, monitor, *callbacks],
+        **trainer_clip_kwargs(cfg.clip),
+    )
+
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule)
+    fit_seconds = time.perf_counter() - start
+    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+
+    norms = read_grad_norms(monitor.csv_path)
+    metrics = {
+        "status": "completed",
+        "clip_mode": cfg.clip.mode,
+        "clip_val": cfg.clip.val,
+        "length": cfg.length,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "reduction": cfg.reduction,
+        "weight_decay": cfg.weight_decay,
+        "batch_size": cfg.batch_size,
+        "hidden_size": cfg.model.hidden_size,
+        "epochs": trainer.current_epoch,
+        "steps": trainer.global_step,
+        "dev_best": float(checkpoint.best_model_score),
+        "best_checkpoint": Path(checkpoint.best_model_path).name,
+        "test_acc": test["test/acc"],
+        **{f"{n}_pre_max": max(norms[n]) for n in ("W", "U", "b", "total")},
+        **{f"{n}_pre_last": norms[n][-1] for n in ("W", "U", "b", "total")},
+        "fit_seconds": round(fit_seconds, 3),
+    }
+    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
+
+
+@hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float:
+    """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes."""
+    import lightning
+    from hydra.core.hydra_config import HydraConfig
+
+    # Hydra's handlers (console and the run's train.log) print Lightning's messages; its own console
+    # handler would print each of them a second time.
+    logging.getLogger(lightning.__name__).handlers.clear()
+    # Everything lives in memory: worker processes would only slow a run this small down.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated", DeprecationWarning)  # torch vs Lightning
+    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    return metrics["dev_best"]
+
+
+if __name__ == "__main__":
+    main()

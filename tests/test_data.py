@@ -1,0 +1,101 @@
+import hashlib
+
+import numpy as np
+import pytest
+import torch
+
+from srn_lightning import data
+
+# sha256 of the files the book's procedure writes (BOOK.md)
+BOOK_SHA256 = {
+    (20, "train"): "60acd43edbd569d2befba492b9be3c4fc7487b631c1492f8f456dfc162fdde40",
+    (20, "test"): "93da6b804adce3a7c8b33674cde53b59f2e33eb1d9a11b6a80408a0d1ac6f90f",
+    (10, "dev"): "d8c410b4f8e3ea0bb0a9920c9b403a21299d140c040911921b0b87f73e37fbb1",
+}
+
+
+def sha(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_cli_writes_the_books_files(tmp_path, capsys):
+    data.main(["--out", str(tmp_path)])
+    assert sorted(int(p.name) for p in tmp_path.iterdir()) == [5, 10, 15, 20, 25, 30, 35]
+    for (length, split), digest in BOOK_SHA256.items():
+        assert sha(tmp_path / str(length) / f"{split}.txt") == digest
+    assert BOOK_SHA256[(20, "train")] in capsys.readouterr().out
+
+
+def test_a_single_book_length_is_drawn_from_the_books_stream(tmp_path):
+    # length 20 alone must still consume 5, 10 and 15 first, as the book's loop does
+    data.ensure_files(tmp_path, 20)
+    assert sha(tmp_path / "20" / "train.txt") == BOOK_SHA256[(20, "train")]
+    assert sha(tmp_path / "20" / "test.txt") == BOOK_SHA256[(20, "test")]
+    data.main(["--out", str(tmp_path / "ten"), "--lengths", "10"])
+    assert sha(tmp_path / "ten" / "10" / "dev.txt") == BOOK_SHA256[(10, "dev")]
+
+
+@pytest.mark.parametrize("length", [5, 12, 50])
+def test_every_split_follows_the_books_procedure(tmp_path, length):
+    data.ensure_files(tmp_path, length)
+    for split, k in (("train", 3), ("dev", 1), ("test", 1)):
+        lines = (tmp_path / str(length) / f"{split}.txt").read_text().splitlines()
+        assert len(lines) == 100 * k
+        for i, line in enumerate(lines):
+            digits, label = line.split("\t")
+            seq = [int(t) for t in digits.split(" ")]
+            assert len(seq) == length
+            n1, n2 = divmod(i // k, 10)  # base pairs in order, the k copies next to each other
+            assert seq[:2] == [n1, n2] and int(label) == n1 + n2
+            assert sum(v != 0 for v in seq[2:]) <= 1  # one noise digit at most
+
+
+def test_a_length_outside_the_book_uses_its_own_seeded_stream(tmp_path):
+    # documented rule: the book's procedure over that single length, stream seeded with 0
+    rng = np.random.RandomState(0)
+    expected = []
+    for n1 in range(10):
+        for n2 in range(10):
+            for _ in range(3):
+                seq = [n1, n2] + [0] * 10
+                idx = rng.randint(2, 12)
+                seq[idx] = rng.randint(0, 10)
+                expected.append(" ".join(map(str, seq)) + f"\t{n1 + n2}\n")
+    data.ensure_files(tmp_path, 12)
+    assert (tmp_path / "12" / "train.txt").read_text() == "".join(expected)
+
+
+def test_files_are_written_once_and_reused(tmp_path):
+    data.ensure_files(tmp_path, 10)
+    path = tmp_path / "10" / "train.txt"
+    before = path.stat().st_mtime_ns
+    data.ensure_files(tmp_path, 10)
+    assert path.stat().st_mtime_ns == before
+
+
+def test_datamodule_serves_the_files(data_dir):
+    dm = data.DigitSumDataModule(str(data_dir), length=20, batch_size=64, seed=0)
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = next(iter(dm.val_dataloader()))
+    assert x.shape == (64, 20) and x.dtype == torch.long
+    first = (data_dir / "20" / "dev.txt").read_text().splitlines()[0].split("\t")
+    assert x[0].tolist() == [int(t) for t in first[0].split()] and y[0].item() == int(first[1])
+    assert len(dm.train_dataloader().dataset) == 300
+    assert len(dm.test_dataloader().dataset) == 100
+
+
+def _order(data_dir, seed):
+    dm = data.DigitSumDataModule(str(data_dir), length=20, batch_size=300, seed=seed)
+    dm.setup("fit")
+    x, _ = next(iter(dm.train_dataloader()))
+    return x
+
+
+def test_train_shuffle_is_seeded(data_dir):
+    assert torch.equal(_order(data_dir, 0), _order(data_dir, 0))
+    assert not torch.equal(_order(data_dir, 0), _order(data_dir, 1))
+    # a shuffle, not a reordering of nothing: same examples, other order
+    assert sorted(map(tuple, _order(data_dir, 0).tolist())) == sorted(
+        map(tuple, _order(data_dir, 1).tolist())
+    )

@@ -1,0 +1,127 @@
+"""Real runs: through Hydra's compose API, and through the command line as a user types it."""
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from srn_lightning.callbacks import COLUMNS, read_grad_norms
+from srn_lightning.data import read_split
+from srn_lightning.module import SRNClassifier
+from srn_lightning.train import run
+
+from .conftest import REPO, cli
+
+
+def tb_events(run_dir: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()
+    return acc
+
+
+def test_a_short_run_writes_every_artifact(make_cfg, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory
+    run_dir = tmp_path / "run"
+    metrics = run(make_cfg("clip=norm", "trainer.max_epochs=3", "plot_steps=7"), run_dir)
+
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert on_disk == metrics
+    assert on_disk["status"] == "completed" and on_disk["steps"] == 15 and on_disk["epochs"] == 3
+    assert {on_disk[k] for k in ("clip_mode", "clip_val", "length", "lr", "seed")} >= {"norm", 5.0, 20, 0.2, 0}
+    assert 0 <= on_disk["dev_best"] <= 1 and 0 <= on_disk["test_acc"] <= 1 and on_disk["fit_seconds"] > 0
+
+    rows = read_grad_norms(run_dir / "grad_norms.csv")
+    assert (run_dir / "grad_norms.csv").read_text().splitlines()[0] == ",".join(COLUMNS)
+    assert rows["step"] == list(range(15))
+    for n in ("W", "U", "b", "total"):
+        assert on_disk[f"{n}_pre_max"] == pytest.approx(max(rows[f"{n}_pre"]))
+        assert on_disk[f"{n}_pre_last"] == pytest.approx(rows[f"{n}_pre"][-1])
+
+    for suffix in ("png", "pdf"):
+        assert (run_dir / f"grad_norms.{suffix}").stat().st_size > 1000
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
+    assert "last.ckpt" in ckpts and on_disk["best_checkpoint"] in ckpts
+
+    events = tb_events(run_dir)
+    tags = events.Tags()
+    for when in ("pre", "post"):
+        for n in ("W", "U", "b", "total"):
+            assert len(events.Scalars(f"grad_norm_{when}/{n}")) == 15
+    w = [e.value for e in events.Scalars("grad_norm_pre/W")]
+    assert w == pytest.approx(rows["W_pre"], rel=1e-6)
+    assert {"val/acc", "val/loss", "test/acc", "train/loss"} <= set(tags["scalars"])
+    assert "grad_norms" in tags["images"]
+
+    assert not (tmp_path / "lightning_logs").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_test_accuracy_is_the_best_checkpoints(make_cfg, data_dir, tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = run(make_cfg("clip=norm", "trainer.max_epochs=6"), run_dir)
+    best = SRNClassifier.load_from_checkpoint(run_dir / "checkpoints" / metrics["best_checkpoint"])
+    last = SRNClassifier.load_from_checkpoint(run_dir / "checkpoints" / "last.ckpt")
+
+    def accuracy(module, split):
+        x, y = read_split(data_dir / "20" / f"{split}.txt")
+        with torch.no_grad():
+            return (module(x).argmax(-1) == y).float().mean().item()
+
+    assert metrics["test_acc"] == pytest.approx(accuracy(best, "test"))
+    assert metrics["dev_best"] == pytest.approx(accuracy(best, "dev"))
+    assert accuracy(last, "dev") <= metrics["dev_best"] + 1e-6
+
+
+def test_the_default_run_shows_the_books_explosion(make_cfg, tmp_path):
+    cfg = make_cfg()  # the book's run: clip=none, length 20, lr 0.2, sum, 50 epochs
+    assert (cfg.clip.mode, cfg.length, cfg.lr, cfg.reduction, cfg.trainer.max_epochs) == ("none", 20, 0.2, "sum", 50)
+    metrics = run(cfg, tmp_path)
+    w = read_grad_norms(tmp_path / "grad_norms.csv")["W"]
+    assert len(w) == 250
+    assert max(w[:20]) > 100  # shoots up within the first steps ...
+    assert max(w[-50:]) < 0.1 * max(w[:20]) and w[-1] < 1.0  # ... then dies: tanh saturated
+    assert 0.05 <= metrics["test_acc"] <= 0.15  # near chance (19 classes, ~0.1 by class frequency)
+
+
+def test_clipping_keeps_the_gradients_alive(make_cfg, tmp_path):
+    metrics = run(make_cfg("clip=norm_each"), tmp_path)
+    w = read_grad_norms(tmp_path / "grad_norms.csv")["W"]
+    assert min(w[-50:]) > 0.1  # where the unclipped run had died, these still learn
+
+
+def run_cli(args, cwd, data_dir):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        cli(*args, f"data.dir={data_dir}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"),
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def test_cli_single_run(tmp_path, data_dir):
+    run_cli(["clip=none"], tmp_path, data_dir)
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    assert "clip=none" in run_dir.name and "length=20" in run_dir.name
+    for name in ("metrics.json", "grad_norms.csv", "grad_norms.png", "grad_norms.pdf", ".hydra/config.yaml"):
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "metrics.json").read_text())["clip_mode"] == "none"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
+
+
+def test_cli_sweep(tmp_path, data_dir):
+    run_cli(["-m", "clip=norm,value,none", "length=10,20"], tmp_path, data_dir)
+    (sweep,) = (tmp_path / "outputs" / "sweeps").glob("*/*")
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert len(jobs) == 6
+    seen = set()
+    for job in jobs:
+        m = json.loads((job / "metrics.json").read_text())
+        assert f"clip={m['clip_mode']}" in job.name and f"length={m['length']}" in job.name
+        assert (job / "grad_norms.png").exists() and list((job / "tb").glob("events.*"))
+        seen.add((m["clip_mode"], m["length"]))
+    assert seen == {(c, n) for c in ("norm", "value", "none") for n in (10, 20)}
