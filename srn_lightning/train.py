@@ -15,6 +15,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
@@ -23,6 +24,29 @@ def trainer_clip_kwargs(clip: DictConfig) -> dict:
     if clip.mode in ("norm", "value"):
         return {"gradient_clip_val": clip.val, "gradient_clip_algorithm": clip.mode}
     return {}
+
+
+def config_summary(cfg: DictConfig) -> dict:
+    """The config keys a run is known by, as they appear in metrics.json and sweep reports."""
+    return {
+        "clip_mode": cfg.clip.mode,
+        "clip_val": cfg.clip.val,
+        "length": cfg.length,
+        "lr": cfg.lr,
+        "seed": cfg.seed,
+        "reduction": cfg.reduction,
+        "weight_decay": cfg.weight_decay,
+        "batch_size": cfg.batch_size,
+        "hidden_size": cfg.model.hidden_size,
+    }
+
+
+def write_metrics(run_dir, metrics: dict) -> None:
+    path = Path(run_dir) / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
@@ -72,15 +96,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     norms = read_grad_norms(monitor.csv_path)
     metrics = {
         "status": "completed",
-        "clip_mode": cfg.clip.mode,
-        "clip_val": cfg.clip.val,
-        "length": cfg.length,
-        "lr": cfg.lr,
-        "seed": cfg.seed,
-        "reduction": cfg.reduction,
-        "weight_decay": cfg.weight_decay,
-        "batch_size": cfg.batch_size,
-        "hidden_size": cfg.model.hidden_size,
+        **config_summary(cfg),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
         "dev_best": float(checkpoint.best_model_score),
@@ -90,7 +106,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         **{f"{n}_pre_last": norms[n][-1] for n in ("W", "U", "b", "total")},
         "fit_seconds": round(fit_seconds, 3),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_metrics(run_dir, metrics)
     return metrics
 
 
@@ -106,7 +122,16 @@ def main(cfg: DictConfig) -> float:
     # Everything lives in memory: worker processes would only slow a run this small down.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated", DeprecationWarning)  # torch vs Lightning
-    metrics = run(cfg, HydraConfig.get().runtime.output_dir)
+    hydra_cfg = HydraConfig.get()
+    run_dir = hydra_cfg.runtime.output_dir
+    try:
+        metrics = run(cfg, run_dir)
+    except Exception as err:
+        # A failed job is a result too: metrics.json says so, so a sweep report has its row.
+        reason = f"{type(err).__name__}: {err}"
+        write_metrics(run_dir, {"status": "failed", "error": reason, **config_summary(cfg)})
+        log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
+        raise  # in a sweep Hydra runs the other jobs, then exits non-zero
     return metrics["dev_best"]
 
 
