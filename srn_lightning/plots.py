@@ -28,3 +28,86 @@ def plot_grad_norms(steps, norms: dict, out_stem, keep_steps: int | None = None,
     for suffix in (".png", ".pdf"):
         fig.savefig(out_stem.with_suffix(suffix), dpi=120)
     return fig
+
+
+LEGEND_MAX = 10  # more labels than this (a search's trials) make a legend that hides the plot
+
+
+def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: list, out_stem,
+               title: str = ""):
+    """The sweep figure. Top: a grid of panels, one per (row, col) = (length, clip), each with the
+    pre-clip gradient norm of every job in it against the step, log y; `panels[(row, col)]` is a list
+    of (label, steps, norms), the same label (the seeds of one setting) drawn in the same colour.
+    Bottom: test accuracy, `accuracy[series] = [(x_label, mean, std, n), ...]`, mean with a std error
+    bar, `n` (the seeds it rests on) written next to it. Writes `<out_stem>.png` and `.pdf`."""
+    from matplotlib.figure import Figure
+
+    # Fixed margins in inches, no layout engine: the report is redrawn after every job of a sweep,
+    # and constrained layout would double the cost of each drawing.
+    width, height = 3.0 * max(len(cols), 2) + 1.0, 2.2 * len(rows) + 3.4
+    fig = Figure(figsize=(width, height))
+    grid = fig.add_gridspec(
+        len(rows) + 1, len(cols), height_ratios=[2.2] * len(rows) + [2.4], hspace=0.5, wspace=0.12,
+        left=0.8 / width, right=1 - 0.2 / width, top=1 - 0.6 / height, bottom=0.5 / height,
+    )
+    share = None
+    for i, row in enumerate(rows):
+        for j, col in enumerate(cols):
+            ax = share = fig.add_subplot(grid[i, j], sharex=share, sharey=share)
+            colors: dict = {}
+            for label, steps, norms in panels.get((row, col), []):
+                new = label not in colors
+                color = colors.setdefault(label, f"C{len(colors) % 10}")
+                ax.plot(steps, norms, color=color, lw=1, alpha=0.8, label=label if new and label else None)
+            ax.set_yscale("log")
+            ax.set_title(f"{row}, {col}", fontsize=9)
+            if i == len(rows) - 1:
+                ax.set_xlabel("step", fontsize=8)
+            else:
+                ax.tick_params(labelbottom=False)
+            if j == 0:
+                ax.set_ylabel("pre-clip grad norm", fontsize=8)
+            else:
+                ax.tick_params(labelleft=False)
+            ax.tick_params(labelsize=7)
+            if any(colors) and len(colors) <= LEGEND_MAX:
+                ax.legend(fontsize=7, loc="upper right")
+    if title:
+        fig.suptitle(title, fontsize=10)
+
+    ax = fig.add_subplot(grid[-1, :])
+    spread = 0.8 / max(len(accuracy), 1)  # series side by side around each length
+    for k, (series, points) in enumerate(accuracy.items()):
+        xs = [x_labels.index(p[0]) + (k - (len(accuracy) - 1) / 2) * spread for p in points]
+        means = [p[1] for p in points]
+        stds = [p[2] or 0.0 for p in points]  # one seed: no spread to draw
+        ax.errorbar(xs, means, yerr=stds, fmt="o", capsize=4, label=series or "all jobs")
+        for x, mean, std, n in zip(xs, means, stds, (p[3] for p in points)):
+            ax.annotate(f"n={n}", (x, mean + std), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    ax.set_xticks(range(len(x_labels)), x_labels)
+    ax.set_xlim(-0.6, len(x_labels) - 0.4)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("test accuracy: mean and std over seeds (n = seeds)", fontsize=9)
+    if len(accuracy) <= LEGEND_MAX:
+        ax.legend(fontsize=8)
+
+    out_stem = Path(out_stem)
+    for suffix in (".png", ".pdf"):
+        _save_atomic(fig, out_stem.with_suffix(suffix))
+    return fig
+
+
+def _save_atomic(fig, path: Path) -> None:
+    """Save via a temp file and a rename: a reader, or another job writing the same report, never
+    meets a half-written image."""
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, format=path.suffix[1:], dpi=120)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,377 @@
+"""The sweep report: every job of a multirun in two tables and one figure, in the sweep dir.
+
+    python -m srn_lightning.report SWEEP_DIR
+
+writes into SWEEP_DIR
+  summary.csv             a row per job: overrides, status, config keys, dev best, test acc,
+                          max and last pre-clip gradient norms, fit seconds, error
+  summary_by_setting.csv  a row per setting (the jobs that differ only in `seed`): mean, std and n
+                          of test acc, dev best and the max pre-clip norms
+  summary.md              both tables, readable
+  sweep.png, sweep.pdf    pre-clip gradient norms of every job, a panel per (length, clip), and
+                          test accuracy per clip and length with error bars over seeds
+
+A job is a dir holding `.hydra/overrides.yaml`; its row comes from its `metrics.json`, or says
+`missing` when there is none (still running, or killed before it could write one). The
+`SweepReport` Hydra callback (registered in conf/config.yaml) rewrites the report after every job
+and once more at the end: Hydra skips the end-of-sweep hook when a job failed, and a sweep that is
+stopped half-way still leaves a report of what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+import statistics
+import tempfile
+from pathlib import Path
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
+
+from srn_lightning import plots
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEYS = ["clip_mode", "clip_val", "length", "lr", "seed", "reduction", "weight_decay",
+               "batch_size", "hidden_size"]  # train.config_summary's keys
+NORMS = [f"{n}_pre_{which}" for which in ("max", "last") for n in ("W", "U", "b", "total")]
+JOB_COLUMNS = ["job", "dir", "overrides", "status", *CONFIG_KEYS, "epochs", "steps", "dev_best",
+               "test_acc", *NORMS, "fit_seconds", "diverged_step", "error"]
+AGGREGATED = ["test_acc", "dev_best", "W_pre_max", "total_pre_max"]
+CLIP_ORDER = ["none", "norm", "value", "norm_each"]
+MISSING = "missing"
+
+
+# ---- reading the jobs ----------------------------------------------------------------------------
+
+def find_jobs(sweep_dir) -> list[tuple[int, Path]]:
+    """(job number, dir) of every job under `sweep_dir`, in job order: the dirs Hydra made, which
+    hold `.hydra/overrides.yaml`."""
+    dirs = {p.parent.parent for p in Path(sweep_dir).rglob("overrides.yaml") if p.parent.name == ".hydra"}
+    return sorted((_job_num(d), d) for d in dirs)
+
+
+def _job_num(job_dir: Path) -> int:
+    """The number Hydra gave the job: the head of its dir name (`<num>_<overrides>`, this project's
+    hydra.sweep.subdir), else hydra.job.num in its hydra.yaml (slower to parse)."""
+    head = job_dir.name.split("_", 1)[0]
+    if head.isdigit():
+        return int(head)
+    try:
+        return int(OmegaConf.load(job_dir / ".hydra" / "hydra.yaml").hydra.job.num)
+    except Exception:  # no number to be found: after the numbered ones
+        return UNNUMBERED
+
+
+UNNUMBERED = 1 << 30
+
+
+def _override_key(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
+def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
+    """One row: the job's own metrics.json, plus where it is and what it overrides. Without a
+    metrics.json the config keys come from the job's `.hydra/config.yaml`, written before it ran."""
+    overrides = [str(o) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []]
+    row = {"job": num, "dir": str(job_dir.relative_to(sweep_dir)),
+           "overrides": " ".join(overrides), "_overrides": overrides}
+    metrics_path = job_dir / "metrics.json"
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except FileNotFoundError:
+        metrics = {"status": MISSING}
+    except ValueError as err:
+        metrics = {"status": MISSING, "error": f"unreadable metrics.json: {err}"}
+    if metrics["status"] == MISSING:
+        try:
+            from srn_lightning.train import config_summary
+
+            metrics.update(config_summary(OmegaConf.load(job_dir / ".hydra" / "config.yaml")))
+        except Exception:  # a config this code cannot read: the row keeps its overrides only
+            pass
+    row.update(metrics)
+    return row
+
+
+def read_norms(job_dir: Path, column: str = "total_pre") -> tuple[list, list]:
+    """(steps, norms) from a job's grad_norms.csv; rows still being written are skipped, and a
+    non-finite norm (a diverged run) becomes NaN, a gap in the curve."""
+    steps, norms = [], []
+    try:
+        with (job_dir / "grad_norms.csv").open(newline="") as f:
+            for r in csv.DictReader(f):
+                try:
+                    step, norm = int(r["step"]), float(r[column])
+                except (TypeError, ValueError, KeyError):
+                    continue
+                steps.append(step)
+                norms.append(norm if math.isfinite(norm) else math.nan)
+    except FileNotFoundError:
+        pass
+    return steps, norms
+
+
+# ---- aggregating ---------------------------------------------------------------------------------
+
+def _number(v) -> float | None:
+    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return float(v) if ok else None
+
+
+def mean_std_n(values) -> tuple[float | None, float | None, int]:
+    """Mean, SAMPLE standard deviation (n - 1 in the denominator: the seeds are a sample of all
+    seeds) and n, over the finite numbers among `values`; std is None with fewer than two."""
+    xs = [x for x in map(_number, values) if x is not None]
+    mean = statistics.mean(xs) if xs else None
+    std = statistics.stdev(xs) if len(xs) > 1 else None
+    return mean, std, len(xs)
+
+
+def varying(rows: list[dict]) -> set[str]:
+    """The override keys whose values differ between jobs (or that some jobs lack)."""
+    seen: dict[str, set] = {}
+    for row in rows:
+        for o in row["_overrides"]:
+            seen.setdefault(_override_key(o), set()).add(o)
+    return {k for k, vals in seen.items()
+            if len(vals) > 1 or sum(k in map(_override_key, r["_overrides"]) for r in rows) < len(rows)}
+
+
+def label(row: dict, keys: set[str], leave_out=()) -> str:
+    """The row's overrides of the keys in `keys`, less `leave_out`, as `k=v k=v`."""
+    return " ".join(o for o in row["_overrides"]
+                    if _override_key(o) in keys and _override_key(o) not in leave_out)
+
+
+def aggregate(rows: list[dict]) -> list[dict]:
+    """A row per setting: the jobs whose varying overrides are the same but for `seed`."""
+    keys = varying(rows)
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(label(row, keys, leave_out={"seed"}), []).append(row)
+    out = []
+    for setting, jobs in groups.items():
+        statuses = [j["status"] for j in jobs]
+        agg = {"setting": setting or "all jobs",
+               **{k: jobs[0].get(k) for k in ("clip_mode", "clip_val", "length", "lr")},
+               "jobs": len(jobs), "seeds": " ".join(str(j.get("seed", "?")) for j in jobs),
+               "status": " ".join(f"{s}:{statuses.count(s)}" for s in dict.fromkeys(statuses))}
+        for m in AGGREGATED:
+            agg[f"{m}_mean"], agg[f"{m}_std"], agg[f"{m}_n"] = mean_std_n(j.get(m) for j in jobs)
+        out.append(agg)
+    return out
+
+
+def figure_data(rows: list[dict], sweep_dir: Path) -> dict:
+    """What plots.plot_sweep draws: a panel per (length, clip), curves labelled by what else
+    varies (the seeds of a setting share a label); accuracy series per clip (and whatever else
+    varies but length and seed), one point per length."""
+    keys = varying(rows)
+    known = [r for r in rows if r.get("length") is not None and r.get("clip_mode") is not None]
+
+    # a column per clip mode, titled with its threshold when the sweep gives it only one; several
+    # thresholds of a mode (a threshold sweep, a search) are curves of that column instead
+    vals: dict[str, set] = {}
+    for r in known:
+        vals.setdefault(r["clip_mode"], set()).add(r.get("clip_val"))
+    titles = {m: f"clip={m}" + (f" {next(iter(v))}" if len(v) == 1 and None not in v else "")
+              for m, v in vals.items()}
+    cols = [titles[m] for m in sorted(vals, key=lambda m: (CLIP_ORDER + [m]).index(m))]
+    one_val = all(len(v) == 1 for v in vals.values())
+    leave_out = {"seed", "length", "clip"} | ({"clip.val"} if one_val else set())
+    lengths = sorted({r["length"] for r in known})
+    panels: dict = {}
+    for r in known:
+        steps, norms = read_norms(sweep_dir / r["dir"])
+        if steps:
+            curve = (label(r, keys, leave_out), steps, norms)
+            panels.setdefault((f"length={r['length']}", titles[r["clip_mode"]]), []).append(curve)
+    accuracy: dict = {}
+    for r in known:
+        accuracy.setdefault(label(r, keys, leave_out={"seed", "length"}), {}) \
+            .setdefault(r["length"], []).append(r.get("test_acc"))
+    accuracy = {
+        series: [(f"length={n}", *mean_std_n(by_length[n])) for n in lengths
+                 if n in by_length and mean_std_n(by_length[n])[2]]
+        for series, by_length in accuracy.items()
+    }
+    return {"panels": panels, "rows": [f"length={n}" for n in lengths], "cols": cols,
+            "accuracy": {s: pts for s, pts in accuracy.items() if pts},
+            "x_labels": [f"length={n}" for n in lengths]}
+
+
+# ---- writing -------------------------------------------------------------------------------------
+
+def _csv_text(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(v, spec: str = ".3g") -> str:
+    if v is None or v == "":
+        return "-"
+    return format(v, spec) if isinstance(v, float) else str(v)
+
+
+def _pm(agg: dict, m: str, spec: str) -> str:
+    mean, std, n = agg[f"{m}_mean"], agg[f"{m}_std"], agg[f"{m}_n"]
+    if mean is None:
+        return "-"
+    return f"{mean:{spec}}" + ("" if std is None else f" ± {std:{spec}}") + f" (n={n})"
+
+
+def _md_row(cells) -> str:
+    return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+
+
+def markdown(rows: list[dict], by_setting: list[dict], sweep_dir: Path) -> str:
+    statuses = [r["status"] for r in rows]
+    keys = varying(rows)
+    common = sorted({o for r in rows for o in r["_overrides"] if _override_key(o) not in keys})
+    lines = [
+        f"# Sweep {sweep_dir.name}", "",
+        f"{len(rows)} jobs: " + ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) + ".",
+        f"Every job overrides: `{' '.join(common)}`." if common else "",
+        "", "## By setting (over seeds)", "",
+        "mean ± std (n): std is the sample standard deviation over the seeds (n - 1 in the "
+        "denominator), n the number of seeds the number rests on.", "",
+        _md_row(["setting", "seeds", "status", "test acc", "dev best", "max W norm (pre)",
+                 "max total norm (pre)"]),
+        _md_row(["---"] * 7),
+    ]
+    for a in by_setting:
+        lines.append(_md_row([a["setting"], a["seeds"], a["status"], _pm(a, "test_acc", ".3f"),
+                              _pm(a, "dev_best", ".3f"), _pm(a, "W_pre_max", ".3g"),
+                              _pm(a, "total_pre_max", ".3g")]))
+    lines += ["", "## Jobs", "",
+              _md_row(["job", "overrides", "status", "dev best", "test acc", "W max (pre)",
+                       "W last (pre)", "total max (pre)", "total last (pre)", "fit s", "note"]),
+              _md_row(["---"] * 11)]
+    for r in rows:
+        note = r.get("error") or (f"diverged at step {r['diverged_step']}"
+                                  if r.get("diverged_step") is not None else "")
+        lines.append(_md_row([
+            r["job"] if r["job"] != UNNUMBERED else "?", label(r, keys) or r["overrides"],
+            r["status"], _fmt(r.get("dev_best"), ".3f"), _fmt(r.get("test_acc"), ".3f"),
+            _fmt(r.get("W_pre_max")), _fmt(r.get("W_pre_last")), _fmt(r.get("total_pre_max")),
+            _fmt(r.get("total_pre_last")), _fmt(r.get("fit_seconds"), ".1f"), note,
+        ]))
+    lines += ["", "![pre-clip gradient norms and test accuracy](sweep.png)", ""]
+    return "\n".join(lines)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _locked(sweep_dir: Path):
+    """One report writer at a time: jobs of a parallel launcher end together, and with the lock the
+    last writer has seen every metrics.json written before it. Each file is also replaced
+    atomically, so a reader never sees half of one. Without POSIX locks, the atomic writes alone."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(sweep_dir / ".report.lock", "w") as f:
+        with contextlib.suppress(OSError):  # a file system without locks
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def write_report(sweep_dir, force: bool = True) -> list[Path]:
+    """(Re)build the report of `sweep_dir` from its job dirs; returns its files. Unless `force`,
+    a report whose job table is already current is left as it is (drawing is the slow part)."""
+    sweep_dir = Path(sweep_dir)
+    with _locked(sweep_dir):
+        rows = [read_job(num, d, sweep_dir) for num, d in find_jobs(sweep_dir)]
+        if not rows:
+            raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
+        extra = list(dict.fromkeys(k for r in rows for k in r if k not in JOB_COLUMNS and k[0] != "_"))
+        by_setting = aggregate(rows)
+        agg_columns = ["setting", "clip_mode", "clip_val", "length", "lr", "jobs", "seeds", "status",
+                       *[f"{m}_{s}" for m in AGGREGATED for s in ("mean", "std", "n")]]
+        out = [sweep_dir / n for n in ("summary.csv", "summary_by_setting.csv", "summary.md",
+                                       "sweep.png", "sweep.pdf")]
+        table = _csv_text(rows, JOB_COLUMNS + extra)
+        if not force and out[0].exists() and out[0].read_text() == table:
+            return out
+        _write_text_atomic(out[0], table)
+        _write_text_atomic(out[1], _csv_text(by_setting, agg_columns))
+        _write_text_atomic(out[2], markdown(rows, by_setting, sweep_dir))
+        data = figure_data(rows, sweep_dir)
+        if data["rows"]:
+            plots.plot_sweep(**data, out_stem=sweep_dir / "sweep", title=f"sweep {sweep_dir.name}")
+        return out
+
+
+class SweepReport(Callback):
+    """Hydra callback: the sweep report after every job and at the end of the multirun.
+
+    `on_job_end` runs where the job ran: in the launching process (basic launcher), in a joblib
+    worker, or in the submitit job on the cluster node, so the report is written from there, into
+    the shared sweep dir, under a lock. `on_multirun_end` runs in the launching process, and only
+    when every job succeeded. A report that cannot be written is logged, never a failed job."""
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.types import RunMode
+
+        if config.hydra.mode == RunMode.MULTIRUN:  # a single run has no sweep to report on
+            self._write(config)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        # usually the last job's report is already complete: then nothing is redrawn
+        self._write(config, force=False)
+
+    @staticmethod
+    def _write(config, force: bool = True) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_absolute():  # relative to where the sweep was launched
+            sweep_dir = Path(config.hydra.runtime.cwd) / sweep_dir
+        try:
+            write_report(sweep_dir, force)
+            log.info("sweep report: %s", sweep_dir / "summary.md")
+        except Exception:
+            log.exception("sweep report not written in %s", sweep_dir)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m srn_lightning.report",
+        description="(Re)build the report of a sweep dir, finished or not: summary.csv, "
+        "summary_by_setting.csv, summary.md, sweep.png, sweep.pdf.",
+    )
+    parser.add_argument("sweep_dir", help="a multirun's dir, e.g. outputs/sweeps/<date>/<time>")
+    args = parser.parse_args(argv)
+    if not Path(args.sweep_dir).is_dir():
+        parser.error(f"{args.sweep_dir}: not a directory")
+    try:
+        paths = write_report(args.sweep_dir)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    print(paths[2].read_text())
+    print("written: " + ", ".join(str(p) for p in paths if p.exists()))
+
+
+if __name__ == "__main__":
+    main()

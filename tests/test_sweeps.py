@@ -1,0 +1,130 @@
+"""Sweeps, for real and small (1 epoch): the report and its seed statistics, a failing job."""
+
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import REPO, cli
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def launch(args, cwd, data_dir) -> subprocess.Popen:
+    """A sweep from the command line, as a user types it, 1 epoch per job."""
+    return subprocess.Popen(
+        cli(*args, f"data.dir={data_dir}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"),
+        cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+
+
+def finish(proc: subprocess.Popen) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=600)
+    return proc.returncode, out
+
+
+def the_sweep_dir(cwd: Path) -> Path:
+    (sweep,) = (cwd / "outputs" / "sweeps").glob("*/*")
+    return sweep
+
+
+def read_csv(path: Path) -> list[dict]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def metrics_of(sweep: Path, row: dict) -> dict:
+    return json.loads((sweep / row["dir"] / "metrics.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def seed_sweep(tmp_path_factory, data_dir) -> Path:
+    """2 clip modes x 2 lengths x 2 seeds with the basic launcher."""
+    cwd = tmp_path_factory.mktemp("seed_sweep")
+    rc, out = finish(launch(["-m", "clip=norm,none", "length=10,20", "seed=0,1"], cwd, data_dir))
+    assert rc == 0, out[-3000:]
+    return the_sweep_dir(cwd)
+
+
+def test_the_report_holds_each_jobs_own_numbers_and_their_seed_statistics(seed_sweep):
+    rows = read_csv(seed_sweep / "summary.csv")
+    assert len(rows) == 8 and [int(r["job"]) for r in rows] == list(range(8))
+    by_setting: dict = {}
+    for row in rows:
+        m = metrics_of(seed_sweep, row)
+        assert row["status"] == m["status"] == "completed"
+        assert (row["clip_mode"], int(row["length"]), int(row["seed"])) == (m["clip_mode"], m["length"], m["seed"])
+        assert {f"clip={m['clip_mode']}", f"length={m['length']}", f"seed={m['seed']}"} <= set(row["overrides"].split())
+        for key in ("dev_best", "test_acc", "W_pre_max", "W_pre_last", "total_pre_max", "total_pre_last", "fit_seconds"):
+            assert float(row[key]) == m[key], key  # the very number, not a rounding of it
+        by_setting.setdefault((m["clip_mode"], m["length"]), []).append(m)
+
+    settings = read_csv(seed_sweep / "summary_by_setting.csv")
+    assert len(settings) == 4
+    for s in settings:
+        jobs = by_setting[(s["clip_mode"], int(s["length"]))]
+        assert s["setting"] == f"clip={s['clip_mode']} length={s['length']}"
+        assert (s["jobs"], s["seeds"], s["status"]) == ("2", "0 1", "completed:2")
+        for key in ("test_acc", "dev_best", "W_pre_max", "total_pre_max"):
+            values = [j[key] for j in jobs]
+            assert float(s[f"{key}_mean"]) == pytest.approx(statistics.mean(values), rel=1e-12)
+            # the sample standard deviation (n - 1), as the report says it is
+            assert float(s[f"{key}_std"]) == pytest.approx(statistics.stdev(values), rel=1e-12, abs=1e-15)
+            assert int(s[f"{key}_n"]) == 2
+    # the seeds really differ: otherwise the std above would prove nothing
+    assert any(float(s["W_pre_max_std"]) > 0 for s in settings)
+
+    md = (seed_sweep / "summary.md").read_text()
+    assert "8 jobs: 8 completed" in md and "sample standard deviation" in md
+    assert md.count("(n=2)") == 4 * 4
+    for suffix in ("png", "pdf"):
+        assert (seed_sweep / f"sweep.{suffix}").stat().st_size > 10_000
+
+
+def test_the_report_command_rebuilds_a_partial_sweep(seed_sweep, tmp_path):
+    sweep = tmp_path / "sweep"
+    shutil.copytree(seed_sweep, sweep, ignore=shutil.ignore_patterns("*.ckpt", "events.*", "summary*", "sweep.*"))
+    killed = next(p for p in sweep.iterdir() if p.name.startswith("3_"))
+    expected = json.loads((killed / "metrics.json").read_text())
+    (killed / "metrics.json").unlink()  # a job killed hard, before it could write a word
+
+    proc = subprocess.run([sys.executable, "-m", "srn_lightning.report", str(sweep)],
+                          env=ENV, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "missing" in proc.stdout
+    rows = {r["dir"]: r for r in read_csv(sweep / "summary.csv")}
+    assert len(rows) == 8
+    row = rows[killed.name]
+    assert row["status"] == "missing" and row["test_acc"] == ""
+    # what it was, read back from the config the job saved before it ran
+    assert (row["clip_mode"], int(row["length"]), int(row["seed"])) == (expected["clip_mode"], expected["length"], expected["seed"])
+    assert all(r["status"] == "completed" for d, r in rows.items() if d != killed.name)
+
+    (setting,) = [s for s in read_csv(sweep / "summary_by_setting.csv")
+                  if (s["clip_mode"], int(s["length"])) == (expected["clip_mode"], expected["length"])]
+    (survivor,) = [r for d, r in rows.items()
+                   if d != killed.name and (r["clip_mode"], r["length"]) == (row["clip_mode"], row["length"])]
+    assert setting["status"] == "completed:1 missing:1" and setting["test_acc_n"] == "1"
+    assert float(setting["test_acc_mean"]) == float(survivor["test_acc"]) and setting["test_acc_std"] == ""
+    assert (sweep / "sweep.png").exists()
+
+
+def test_a_failing_job_is_a_row_of_the_report_and_fails_the_sweep(tmp_path, data_dir):
+    # the failing job is the last one: the report comes from its own end-of-job hook, since Hydra
+    # skips the end-of-sweep hook after a failure
+    rc, out = finish(launch(["-m", "lr=0.2,-1", "length=10"], tmp_path, data_dir))
+    assert rc != 0
+    sweep = the_sweep_dir(tmp_path)
+    rows = {r["overrides"].split()[0]: r for r in read_csv(sweep / "summary.csv")}
+    assert rows["lr=0.2"]["status"] == "completed" and float(rows["lr=0.2"]["test_acc"]) >= 0
+    assert rows["lr=-1"]["status"] == "failed" and rows["lr=-1"]["error"]  # the reason, one line
+    assert rows["lr=-1"]["error"] == metrics_of(sweep, rows["lr=-1"])["error"]
+    assert "2 jobs: 1 completed, 1 failed" in (sweep / "summary.md").read_text()
+    assert (sweep / "sweep.png").exists()
