@@ -41,6 +41,18 @@ def config_summary(cfg: DictConfig) -> dict:
     }
 
 
+def hparams(cfg: DictConfig) -> dict:
+    """The flat hyper-parameters every run logs to TensorBoard's HParams tab. The same keys and
+    types in every run, so the table and parallel coordinates line up across a sweep: no clipping is
+    threshold 0.0, which is also how Lightning's `gradient_clip_val` says "off"."""
+    return {
+        **config_summary(cfg),
+        "clip_val": float(cfg.clip.val or 0.0),
+        "input_size": cfg.model.input_size,
+        "max_epochs": cfg.trainer.max_epochs,
+    }
+
+
 def write_metrics(run_dir, metrics: dict) -> None:
     path = Path(run_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -106,6 +118,10 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         **{f"{n}_pre_last": norms[n][-1] for n in ("W", "U", "b", "total")},
         "fit_seconds": round(fit_seconds, 3),
     }
+    trainer.logger.log_hyperparams(hparams(cfg), {
+        "hparams/test_acc": metrics["test_acc"], "hparams/dev_best": metrics["dev_best"],
+        "hparams/W_pre_max": metrics["W_pre_max"], "hparams/total_pre_max": metrics["total_pre_max"],
+    })
     write_metrics(run_dir, metrics)
     return metrics
 

@@ -1,4 +1,5 @@
-"""Sweeps, for real and small (1 epoch): the report and its seed statistics, a failing job."""
+"""Sweeps, for real and small (1 epoch): the report and its seed statistics, TensorBoard HParams,
+a failing job."""
 
 import csv
 import json
@@ -11,6 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from .conftest import REPO, cli
 
@@ -114,6 +118,34 @@ def test_the_report_command_rebuilds_a_partial_sweep(seed_sweep, tmp_path):
     assert setting["status"] == "completed:1 missing:1" and setting["test_acc_n"] == "1"
     assert float(setting["test_acc_mean"]) == float(survivor["test_acc"]) and setting["test_acc_std"] == ""
     assert (sweep / "sweep.png").exists()
+
+
+def test_tensorboard_over_the_sweep_dir_has_every_jobs_hparams_and_metrics(seed_sweep):
+    mux = EventMultiplexer()
+    mux.AddRunsFromDirectory(str(seed_sweep))  # what `tensorboard --logdir <sweep dir>` does
+    mux.Reload()
+    content = mux.PluginRunToTagToContent(hp_metadata.PLUGIN_NAME)
+    assert len(content) == 8
+    signatures = set()
+    for run, tags in content.items():
+        m = json.loads((seed_sweep / Path(run).parent / "metrics.json").read_text())
+        start = hp_metadata.parse_session_start_info_plugin_data(tags[hp_metadata.SESSION_START_INFO_TAG])
+        hp = {k: getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
+        assert {k: hp[k] for k in ("clip_mode", "length", "lr", "seed", "reduction", "weight_decay",
+                                   "batch_size", "hidden_size")} == {
+            k: m[k] for k in ("clip_mode", "length", "lr", "seed", "reduction", "weight_decay",
+                              "batch_size", "hidden_size")}
+        assert hp["clip_val"] == (m["clip_val"] or 0.0) and hp["max_epochs"] == 1
+        # the same keys, each of the same type, in every run: one table, one parallel-coordinates view
+        signatures.add(tuple(sorted((k, v.WhichOneof("kind")) for k, v in start.hparams.items())))
+
+        experiment = hp_metadata.parse_experiment_plugin_data(tags[hp_metadata.EXPERIMENT_TAG])
+        names = {i.name.tag for i in experiment.metric_infos}
+        assert names == {"hparams/test_acc", "hparams/dev_best", "hparams/W_pre_max", "hparams/total_pre_max"}
+        for name in names:
+            (event,) = mux.Scalars(run, name)
+            assert event.value == pytest.approx(m[name.split("/")[1]], rel=1e-6)
+    assert len(signatures) == 1
 
 
 def test_a_failing_job_is_a_row_of_the_report_and_fails_the_sweep(tmp_path, data_dir):
