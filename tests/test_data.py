@@ -99,3 +99,25 @@ def test_train_shuffle_is_seeded(data_dir):
     assert sorted(map(tuple, _order(data_dir, 0).tolist())) == sorted(
         map(tuple, _order(data_dir, 1).tolist())
     )
+
+
+def _generate_again_and_again(data_dir, barrier, rounds: int) -> None:
+    barrier.wait()  # every process starts at once: all of them find the files missing
+    for i in range(rounds):
+        # rewrite, then check what is there: a partial or interleaved file fails the check
+        data.ensure_files(data_dir, 20, regenerate=i % 2 == 1)
+
+
+def test_processes_generating_the_same_files_at_once_do_not_corrupt_them(tmp_path):
+    # parallel sweep jobs (joblib, submitit) may all find data/<length>/ missing and write it at once
+    ctx = __import__("multiprocessing").get_context("fork")  # cheap: no re-import of torch
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_generate_again_and_again, args=(tmp_path, barrier, 30)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    assert sha(tmp_path / "20" / "train.txt") == BOOK_SHA256[(20, "train")]
+    assert sha(tmp_path / "20" / "test.txt") == BOOK_SHA256[(20, "test")]
+    assert sorted(p.name for p in (tmp_path / "20").iterdir()) == ["dev.txt", "test.txt", "train.txt"]
