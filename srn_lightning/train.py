@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from pathlib import Path
@@ -51,6 +52,21 @@ def hparams(cfg: DictConfig) -> dict:
         "input_size": cfg.model.input_size,
         "max_epochs": cfg.trainer.max_epochs,
     }
+
+
+def job_threads(cfg: DictConfig, launcher: DictConfig) -> int | None:
+    """Torch CPU threads for one job: `threads` if set; else a share of the cores when a launcher
+    runs jobs side by side (joblib: cores // n_jobs; submitit: its cpus_per_task, else 1), so
+    parallel jobs do not oversubscribe the machine; else None, torch's own default."""
+    if cfg.threads:
+        return int(cfg.threads)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if "n_jobs" in launcher:  # joblib; negative counts back from the cores, as joblib does
+        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else max(1, cores + 1 + launcher.n_jobs)
+        return max(1, cores // n_jobs)
+    if "cpus_per_task" in launcher:
+        return launcher.cpus_per_task or 1
+    return None
 
 
 def write_metrics(run_dir, metrics: dict) -> None:
@@ -140,6 +156,12 @@ def main(cfg: DictConfig) -> float:
     warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated", DeprecationWarning)  # torch vs Lightning
     hydra_cfg = HydraConfig.get()
     run_dir = hydra_cfg.runtime.output_dir
+    import torch
+
+    threads = job_threads(cfg, hydra_cfg.launcher)
+    if threads:
+        torch.set_num_threads(threads)
+    log.info("torch threads: %d", torch.get_num_threads())
     try:
         metrics = run(cfg, run_dir)
     except Exception as err:

@@ -1,9 +1,10 @@
-"""Sweeps, for real and small (1 epoch): the report and its seed statistics, TensorBoard HParams,
-a failing job."""
+"""Sweeps, for real and small (1 epoch): the report and its seed statistics, TensorBoard HParams, a
+failing job, the joblib and submitit_local launchers, the optuna search, unique sweep dirs."""
 
 import csv
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -12,13 +13,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
 from .conftest import REPO, cli
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+CORES = len(os.sched_getaffinity(0))
 
 
 def launch(args, cwd, data_dir) -> subprocess.Popen:
@@ -160,3 +161,91 @@ def test_a_failing_job_is_a_row_of_the_report_and_fails_the_sweep(tmp_path, data
     assert rows["lr=-1"]["error"] == metrics_of(sweep, rows["lr=-1"])["error"]
     assert "2 jobs: 1 completed, 1 failed" in (sweep / "summary.md").read_text()
     assert (sweep / "sweep.png").exists()
+
+
+@pytest.fixture(scope="module")
+def side_by_side(tmp_path_factory, data_dir) -> dict:
+    """Three sweeps started together from one dir: joblib with 2 jobs, submitit_local with 2 jobs,
+    a 2-trial optuna search. The joblib jobs generate their data into an empty dir, both at once.
+    {name: (sweep dir, exit code, output)}; a sweep's dir is found by its launching process's pid."""
+    specs = {
+        "joblib": ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "clip=norm,none", "length=10"],
+        "submitit": ["-m", "hydra/launcher=submitit_local", "clip=norm,none", "length=10"],
+        "optuna": ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "length=10"],
+    }
+    cwd = tmp_path_factory.mktemp("side_by_side")
+    data = {name: data_dir for name in specs} | {"joblib": cwd / "joblib_data"}
+    procs = {name: launch(args, cwd, data[name]) for name, args in specs.items()}
+    results = {name: finish(proc) for name, proc in procs.items()}
+    sweeps = list((cwd / "outputs" / "sweeps").glob("*/*"))
+    return {
+        name: (next((d for d in sweeps if d.name.endswith(f"_{procs[name].pid}")), None), *results[name])
+        for name in specs
+    } | {"_all": sweeps, "_cwd": cwd}
+
+
+def completed_report(sweep: Path, n: int) -> list[dict]:
+    rows = read_csv(sweep / "summary.csv")
+    assert len(rows) == n and all(r["status"] == "completed" for r in rows)
+    assert (sweep / "sweep.png").exists() and (sweep / "summary.md").exists()
+    return rows
+
+
+def test_joblib_runs_the_jobs_in_parallel_with_a_share_of_the_cores_each(side_by_side, data_dir):
+    sweep, rc, out = side_by_side["joblib"]
+    assert rc == 0, out[-3000:]
+    assert "Joblib.Parallel(n_jobs=2" in out
+    for row in completed_report(sweep, 2):
+        assert f"torch threads: {max(1, CORES // 2)}" in (sweep / row["dir"] / "train.log").read_text()
+    generated = side_by_side["_cwd"] / "joblib_data" / "10"
+    for split in ("train", "dev", "test"):  # written by both jobs at once, intact
+        assert (generated / f"{split}.txt").read_bytes() == (data_dir / "10" / f"{split}.txt").read_bytes()
+
+
+def test_submitit_local_runs_each_job_as_its_own_process(side_by_side):
+    sweep, rc, out = side_by_side["submitit"]
+    assert rc == 0, out[-3000:]
+    completed_report(sweep, 2)
+    job_logs = sorted((sweep / ".submitit").glob("*/*_log.out"))
+    assert len(job_logs) == 2 and len({p.parent.name for p in job_logs}) == 2
+    for log in job_logs:  # the training ran there, in the process submitit started
+        assert "torch threads: 1" in log.read_text()
+
+
+def test_the_optuna_search_maximizes_dev_accuracy_over_lr_and_threshold(side_by_side):
+    sweep, rc, out = side_by_side["optuna"]
+    assert rc == 0, out[-3000:]
+    jobs = [metrics_of(sweep, r) for r in completed_report(sweep, 2)]
+    for m in jobs:
+        assert m["clip_mode"] == "norm" and 0.01 <= m["lr"] <= 1.0 and 0.1 <= m["clip_val"] <= 50.0
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert set(result["best_params"]) == {"lr", "clip.val"}
+    assert result["best_value"] == pytest.approx(max(m["dev_best"] for m in jobs))
+    (best,) = [m for m in jobs if m["lr"] == pytest.approx(result["best_params"]["lr"])]
+    assert best["dev_best"] == pytest.approx(result["best_value"])
+
+
+def test_sweeps_started_together_never_share_a_dir(side_by_side):
+    # three sweeps launched at once from one dir: each in a dir of its own, named to the microsecond
+    # and after the process that launched it (unique on a machine, whatever the clock says)
+    assert len(side_by_side["_all"]) == 3
+    for name in ("joblib", "submitit", "optuna"):
+        sweep = side_by_side[name][0]
+        assert sweep is not None and re.fullmatch(r"\d\d-\d\d-\d\d\.\d{6}_\d+", sweep.name), name
+
+
+def test_the_slurm_launcher_config_asks_for_what_a_job_needs(make_cfg):
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from srn_lightning.train import CONFIG_DIR, job_threads
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb, launcher.partition) == (30, 2, 4, None)
+    assert launcher.submitit_folder.startswith(cfg.hydra.sweep.dir + "/.submitit")  # logs with the jobs
+    instantiate(launcher)  # a launcher Hydra can build; submitting needs a cluster
+    assert job_threads(make_cfg(), launcher) == 2  # torch uses the cores Slurm gives the job
+    assert job_threads(make_cfg("threads=3"), launcher) == 3
