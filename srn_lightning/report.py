@@ -21,6 +21,7 @@ stopped half-way still leaves a report of what it did.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import csv
 import io
@@ -331,26 +332,38 @@ class SweepReport(Callback):
     `on_job_end` runs where the job ran: in the launching process (basic launcher), in a joblib
     worker, or in the submitit job on the cluster node, so the report is written from there, into
     the shared sweep dir, under a lock. `on_multirun_end` runs in the launching process, and only
-    when every job succeeded. A report that cannot be written is logged, never a failed job."""
+    when every job succeeded; an interrupted sweep gets its report when the launching process exits.
+    A report that cannot be written is logged, never a failed job."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        # A sweep stopped by Ctrl-C or a signal skips the hooks below: the launching process still
+        # brings the report up to date on its way out.
+        atexit.register(self._write, self._sweep_dir(config), False)
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.types import RunMode
 
         if config.hydra.mode == RunMode.MULTIRUN:  # a single run has no sweep to report on
-            self._write(config)
+            self._write(self._sweep_dir(config))
 
     def on_multirun_end(self, config, **kwargs) -> None:
         # usually the last job's report is already complete: then nothing is redrawn
-        self._write(config, force=False)
+        self._write(self._sweep_dir(config), force=False)
 
     @staticmethod
-    def _write(config, force: bool = True) -> None:
+    def _sweep_dir(config) -> Path:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_absolute():  # relative to where the sweep was launched
             sweep_dir = Path(config.hydra.runtime.cwd) / sweep_dir
+        return sweep_dir
+
+    @staticmethod
+    def _write(sweep_dir: Path, force: bool = True) -> None:
         try:
             write_report(sweep_dir, force)
             log.info("sweep report: %s", sweep_dir / "summary.md")
+        except FileNotFoundError as err:  # stopped before its first job
+            log.info("no sweep report: %s", err)
         except Exception:
             log.exception("sweep report not written in %s", sweep_dir)
 
