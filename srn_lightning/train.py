@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+
+from srn_lightning.config import check_trainer_keys, explain, validate
+from srn_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -49,14 +54,67 @@ def write_metrics(run_dir, metrics: dict) -> None:
     tmp.replace(path)
 
 
+class ResumeError(UserError, ValueError):
+    """`resume=` names no run dir or checkpoint that can be resumed; str() is the one line to show."""
+
+
+def resolve_resume(target) -> tuple[Path, Path]:
+    """`resume=RUN_DIR` (its checkpoints/last.ckpt) or `resume=CHECKPOINT` -> (run dir, checkpoint),
+    checked before anything is touched: the checkpoint must load with weights_only=True."""
+    import torch
+
+    path = Path(target).expanduser().absolute()
+    if path.is_dir():
+        run_dir, ckpt = path, path / "checkpoints" / "last.ckpt"
+    elif path.is_file():
+        ckpt = path
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+    else:
+        raise ResumeError(f"resume={target}: no such run dir or checkpoint")
+    if not (run_dir / ".hydra" / "overrides.yaml").is_file():
+        raise ResumeError(f"resume={target}: {run_dir} is not a run dir (no .hydra/overrides.yaml)")
+    if not ckpt.is_file():
+        raise ResumeError(
+            f"resume={target}: no checkpoint at {ckpt} (the run ended before its first epoch did); "
+            "start it afresh"
+        )
+    try:
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state["state_dict"], state["loops"]
+    except Exception as err:
+        raise ResumeError(f"resume={target}: {ckpt} is not a readable checkpoint ({err!s:.80})") from None
+    return run_dir, ckpt
+
+
+def resume_argv(argv: list[str]) -> list[str]:
+    """Rewrite `resume=X [overrides]` into the run's own overrides + the given ones, in its own dir."""
+    import yaml
+
+    targets = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
+    if not targets or not targets[-1] or targets[-1] == "null":
+        return argv
+    run_dir, ckpt = resolve_resume(targets[-1])
+    saved = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
+    saved = [o for o in saved if not o.startswith("resume=")]
+    given = [a for a in argv if not a.startswith("resume=")]
+    return [*saved, *given, f"resume='{ckpt}'", f"hydra.run.dir='{run_dir}'"]
+
+
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     """One run in `run_dir`: returns the metrics it also writes to `run_dir/metrics.json`.
-    `callbacks` are added to the project's own (handy for notebooks and tests)."""
+    `callbacks` are added to the project's own (handy for notebooks and tests).
+
+    status "completed"; "diverged" (NaN/Inf: a result, with the step, the best checkpoint before it
+    tested); "interrupted" (SIGINT/SIGTERM: last.ckpt holds the last completed epoch; raises
+    SystemExit after writing metrics.json).
+    """
+    validate(cfg)
+    check_trainer_keys(cfg.trainer)
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from srn_lightning.callbacks import GradNormMonitor, read_grad_norms
+    from srn_lightning.callbacks import Diverged, GradNormMonitor, read_grad_norms
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import SRNClassifier
 
@@ -88,21 +146,46 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         **trainer_clip_kwargs(cfg.clip),
     )
 
+    status, extra = "completed", {}
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+    except Diverged as err:
+        status, extra = "diverged", {"diverged_step": err.step}
+        log.warning("diverged: %s; stopped, artifacts kept", err)
+    except SystemExit:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after a graceful stop
+        if not trainer.interrupted:
+            raise
+        epochs_done = trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
+        write_metrics(run_dir, {
+            "status": "interrupted", **config_summary(cfg), "epochs": epochs_done,
+            "steps": trainer.global_step,
+            "resume": f"python -m srn_lightning.train resume={run_dir}",
+        })
+        raise SystemExit(
+            f"interrupted after {epochs_done} completed epochs; continue with: "
+            f"python -m srn_lightning.train resume={run_dir}"
+        ) from None
     fit_seconds = time.perf_counter() - start
-    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+
+    test_acc = None
+    if checkpoint.best_model_path:  # a diverged run may have stopped before its first validation
+        (test,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False,
+                               weights_only=True)
+        test_acc = test["test/acc"]
 
     norms = read_grad_norms(monitor.csv_path)
+    best = checkpoint.best_model_score
     metrics = {
-        "status": "completed",
+        "status": status,
+        **extra,
         **config_summary(cfg),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
-        "dev_best": float(checkpoint.best_model_score),
-        "best_checkpoint": Path(checkpoint.best_model_path).name,
-        "test_acc": test["test/acc"],
-        **{f"{n}_pre_max": max(norms[n]) for n in ("W", "U", "b", "total")},
+        "dev_best": None if best is None else float(best),
+        "best_checkpoint": Path(checkpoint.best_model_path).name or None,
+        "test_acc": test_acc,
+        **{f"{n}_pre_max": _max(norms[n]) for n in ("W", "U", "b", "total")},
         **{f"{n}_pre_last": norms[n][-1] for n in ("W", "U", "b", "total")},
         "fit_seconds": round(fit_seconds, 3),
     }
@@ -110,9 +193,16 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     return metrics
 
 
+def _max(values):
+    """Largest value, NaN-proof: a diverged run's last row may hold NaN, and json has no NaN."""
+    import math
+
+    return max((v for v in values if not math.isnan(v)), default=None)
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes."""
+    """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes (0 if none)."""
     import lightning
     from hydra.core.hydra_config import HydraConfig
 
@@ -121,19 +211,42 @@ def main(cfg: DictConfig) -> float:
     logging.getLogger(lightning.__name__).handlers.clear()
     # Everything lives in memory: worker processes would only slow a run this small down.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated", DeprecationWarning)  # torch vs Lightning
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
     hydra_cfg = HydraConfig.get()
-    run_dir = hydra_cfg.runtime.output_dir
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         metrics = run(cfg, run_dir)
     except Exception as err:
-        # A failed job is a result too: metrics.json says so, so a sweep report has its row.
-        reason = f"{type(err).__name__}: {err}"
-        write_metrics(run_dir, {"status": "failed", "error": reason, **config_summary(cfg)})
+        # A failed job is a result too: metrics.json says so, so a sweep report has its row. A
+        # metrics.json that a finished run left is never overwritten.
+        reason = explain(err) or f"{type(err).__name__}: {err}"
+        old = run_dir / "metrics.json"
+        if not old.exists() or json.loads(old.read_text()).get("status") != "completed":
+            write_metrics(run_dir, {"status": "failed", "error": reason, **config_summary(cfg)})
         log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
         raise  # in a sweep Hydra runs the other jobs, then exits non-zero
-    return metrics["dev_best"]
+    return metrics["dev_best"] or 0.0
+
+
+def cli() -> None:
+    """`python -m srn_lightning.train ...`: Hydra's main, with errors a user can fix printed as one
+    line (no traceback), and `resume=` turned into the run's own config and dir."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Hydra would print config errors itself, over several lines; let them reach us instead.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        sys.argv[1:] = resume_argv(sys.argv[1:])
+        main()
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    except (HydraException, OmegaConfBaseException) as err:
+        line = explain(err)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")
 
 
 if __name__ == "__main__":
-    main()
+    cli()
