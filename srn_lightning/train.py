@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+
+from srn_lightning.config import check_trainer_keys, explain, validate
+from srn_lightning.errors import UserError
+from srn_lightning.resume import resume_argv
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -58,8 +63,8 @@ def job_threads(cfg: DictConfig, launcher: DictConfig) -> int | None:
     """Torch CPU threads for one job: `threads` if set; else a share of the cores when a launcher
     runs jobs side by side (joblib: cores // n_jobs; submitit: its cpus_per_task, else 1), so
     parallel jobs do not oversubscribe the machine; else None, torch's own default."""
-    if cfg.threads:
-        return int(cfg.threads)
+    if cfg.threads is not None and cfg.threads >= 1:  # other values: refused by validate(), in run()
+        return cfg.threads
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if "n_jobs" in launcher:  # joblib; negative counts back from the cores, as joblib does
         n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else max(1, cores + 1 + launcher.n_jobs)
@@ -79,12 +84,19 @@ def write_metrics(run_dir, metrics: dict) -> None:
 
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     """One run in `run_dir`: returns the metrics it also writes to `run_dir/metrics.json`.
-    `callbacks` are added to the project's own (handy for notebooks and tests)."""
+    `callbacks` are added to the project's own (handy for notebooks and tests).
+
+    status "completed"; "diverged" (NaN/Inf: a result, with the step, the best checkpoint before it
+    tested); "interrupted" (SIGINT/SIGTERM: last.ckpt holds the last completed epoch; raises
+    SystemExit after writing metrics.json).
+    """
+    validate(cfg)
+    check_trainer_keys(cfg.trainer)
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from srn_lightning.callbacks import GradNormMonitor, read_grad_norms
+    from srn_lightning.callbacks import Diverged, GradNormMonitor, read_grad_norms
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import SRNClassifier
 
@@ -116,35 +128,68 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         **trainer_clip_kwargs(cfg.clip),
     )
 
+    status, extra = "completed", {}
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+    except Diverged as err:
+        status, extra = "diverged", {"diverged_step": err.step}
+        log.warning("diverged: %s; stopped, artifacts kept", err)
+    except SystemExit:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after a graceful stop
+        if not trainer.interrupted:
+            raise
+        epochs_done = trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
+        write_metrics(run_dir, {
+            "status": "interrupted", **config_summary(cfg), "epochs": epochs_done,
+            "steps": trainer.global_step,
+            "resume": f"python -m srn_lightning.train resume={run_dir}",
+        })
+        raise SystemExit(
+            f"interrupted after {epochs_done} completed epochs; continue with: "
+            f"python -m srn_lightning.train resume={run_dir}"
+        ) from None
     fit_seconds = time.perf_counter() - start
-    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+
+    test_acc = None
+    if checkpoint.best_model_path:  # a diverged run may have stopped before its first validation
+        (test,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False,
+                               weights_only=True)
+        test_acc = test["test/acc"]
 
     norms = read_grad_norms(monitor.csv_path)
+    best = checkpoint.best_model_score
     metrics = {
-        "status": "completed",
+        "status": status,
+        **extra,
         **config_summary(cfg),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
-        "dev_best": float(checkpoint.best_model_score),
-        "best_checkpoint": Path(checkpoint.best_model_path).name,
-        "test_acc": test["test/acc"],
-        **{f"{n}_pre_max": max(norms[n]) for n in ("W", "U", "b", "total")},
+        "dev_best": None if best is None else float(best),
+        "best_checkpoint": Path(checkpoint.best_model_path).name or None,
+        "test_acc": test_acc,
+        **{f"{n}_pre_max": _max(norms[n]) for n in ("W", "U", "b", "total")},
         **{f"{n}_pre_last": norms[n][-1] for n in ("W", "U", "b", "total")},
         "fit_seconds": round(fit_seconds, 3),
     }
+    # the same metrics in every run, NaN where a diverged run has none, so the HParams table lines up
     trainer.logger.log_hyperparams(hparams(cfg), {
-        "hparams/test_acc": metrics["test_acc"], "hparams/dev_best": metrics["dev_best"],
-        "hparams/W_pre_max": metrics["W_pre_max"], "hparams/total_pre_max": metrics["total_pre_max"],
+        f"hparams/{k}": float("nan") if metrics[k] is None else metrics[k]
+        for k in ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
     })
     write_metrics(run_dir, metrics)
     return metrics
 
 
+def _max(values):
+    """Largest value, NaN-proof: a diverged run's last row may hold NaN, and json has no NaN."""
+    import math
+
+    return max((v for v in values if not math.isnan(v)), default=None)
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes."""
+    """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes (0 if none)."""
     import lightning
     from hydra.core.hydra_config import HydraConfig
 
@@ -153,9 +198,9 @@ def main(cfg: DictConfig) -> float:
     logging.getLogger(lightning.__name__).handlers.clear()
     # Everything lives in memory: worker processes would only slow a run this small down.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated", DeprecationWarning)  # torch vs Lightning
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
     hydra_cfg = HydraConfig.get()
-    run_dir = hydra_cfg.runtime.output_dir
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     import torch
 
     threads = job_threads(cfg, hydra_cfg.launcher)
@@ -165,13 +210,36 @@ def main(cfg: DictConfig) -> float:
     try:
         metrics = run(cfg, run_dir)
     except Exception as err:
-        # A failed job is a result too: metrics.json says so, so a sweep report has its row.
-        reason = f"{type(err).__name__}: {err}"
-        write_metrics(run_dir, {"status": "failed", "error": reason, **config_summary(cfg)})
+        # A failed job is a result too: metrics.json says so, so a sweep report has its row. A
+        # metrics.json that a finished run left is never overwritten.
+        reason = explain(err) or f"{type(err).__name__}: {err}"
+        old = run_dir / "metrics.json"
+        if not old.exists() or json.loads(old.read_text()).get("status") != "completed":
+            write_metrics(run_dir, {"status": "failed", "error": reason, **config_summary(cfg)})
         log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
         raise  # in a sweep Hydra runs the other jobs, then exits non-zero
-    return metrics["dev_best"]
+    return metrics["dev_best"] or 0.0
+
+
+def cli() -> None:
+    """`python -m srn_lightning.train ...`: Hydra's main, with errors a user can fix printed as one
+    line (no traceback), and `resume=` turned into the run's own config and dir."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Hydra would print config errors itself, over several lines; let them reach us instead.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        sys.argv[1:] = resume_argv(sys.argv[1:])
+        main()
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    except (HydraException, OmegaConfBaseException) as err:
+        line = explain(err)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")
 
 
 if __name__ == "__main__":
-    main()
+    cli()
