@@ -30,13 +30,14 @@ def plot_grad_norms(steps, norms: dict, out_stem, keep_steps: int | None = None,
     return fig
 
 
+NORM_FLOOR = 1e-6  # lowest norm the sweep figure shows
 LEGEND_MAX = 10  # more labels than this (a search's trials) make a legend that hides the plot
 
 
 def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: list, out_stem,
                title: str = ""):
     """The sweep figure. Top: a grid of panels, one per (row, col) = (length, clip), each with the
-    pre-clip gradient norm of every job in it against the step, log y; `panels[(row, col)]` is a list
+    pre-clip gradient norm of W of every job in it against the step, log y; `panels[(row, col)]` is a list
     of (label, steps, norms), the same label (the seeds of one setting) drawn in the same colour.
     Bottom: test accuracy, `accuracy[series] = [(x_label, mean, std, n), ...]`, mean with a std error
     bar, `n` (the seeds it rests on) written next to it. Writes `<out_stem>.png` and `.pdf`."""
@@ -66,12 +67,17 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
             else:
                 ax.tick_params(labelbottom=False)
             if j == 0:
-                ax.set_ylabel("pre-clip grad norm", fontsize=8)
+                ax.set_ylabel("pre-clip grad norm of W", fontsize=8)
             else:
                 ax.tick_params(labelleft=False)
             ax.tick_params(labelsize=7)
             if any(colors) and len(colors) <= LEGEND_MAX:
                 ax.legend(fontsize=7, loc="upper right")
+    positive = [v for curves in panels.values() for *_, norms in curves for v in norms if v > 0]
+    if share is not None and positive:
+        # a dead gradient reaches 1e-20 or exactly 0: below NORM_FLOOR it runs off the bottom
+        # rather than squash every living curve into a flat line
+        share.set_ylim(bottom=max(NORM_FLOOR, min(positive)))
     if title:
         fig.suptitle(title, fontsize=10)
 

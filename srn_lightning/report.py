@@ -8,7 +8,7 @@ writes into SWEEP_DIR
   summary_by_setting.csv  a row per setting (the jobs that differ only in `seed`): mean, std and n
                           of test acc, dev best and the max pre-clip norms
   summary.md              both tables, readable
-  sweep.png, sweep.pdf    pre-clip gradient norms of every job, a panel per (length, clip), and
+  sweep.png, sweep.pdf    pre-clip gradient norm of W of every job, a panel per (length, clip), and
                           test accuracy per clip and length with error bars over seeds
 
 A job is a dir holding `.hydra/overrides.yaml`; its row comes from its `metrics.json`, or says
@@ -103,9 +103,10 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     return row
 
 
-def read_norms(job_dir: Path, column: str = "total_pre") -> tuple[list, list]:
+def read_norms(job_dir: Path, column: str = "W_pre") -> tuple[list, list]:
     """(steps, norms) from a job's grad_norms.csv; rows still being written are skipped, and a
-    non-finite norm (a diverged run) becomes NaN, a gap in the curve."""
+    non-finite norm (a diverged run) becomes NaN, a gap in the curve. W by default: the recurrent
+    weight whose gradient explodes, then vanishes (the total stays up with the output layer's)."""
     steps, norms = [], []
     try:
         with (job_dir / "grad_norms.csv").open(newline="") as f:
@@ -269,7 +270,7 @@ def markdown(rows: list[dict], by_setting: list[dict], sweep_dir: Path) -> str:
             _fmt(r.get("W_pre_max")), _fmt(r.get("W_pre_last")), _fmt(r.get("total_pre_max")),
             _fmt(r.get("total_pre_last")), _fmt(r.get("fit_seconds"), ".1f"), note,
         ]))
-    lines += ["", "![pre-clip gradient norms and test accuracy](sweep.png)", ""]
+    lines += ["", "![pre-clip gradient norm of W and test accuracy](sweep.png)", ""]
     return "\n".join(lines)
 
 
