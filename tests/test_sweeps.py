@@ -23,7 +23,8 @@ CORES = len(os.sched_getaffinity(0))
 
 
 def launch(args, cwd, data_dir) -> subprocess.Popen:
-    """A sweep from the command line, as a user types it, 1 epoch per job."""
+    """A sweep from the command line, as a user types it, 1 epoch per job. Sweeps on the basic
+    launcher pass threads=1: torch's default threads only slow a model this small down."""
     return subprocess.Popen(
         cli(*args, f"data.dir={data_dir}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"),
         cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -53,7 +54,7 @@ def metrics_of(sweep: Path, row: dict) -> dict:
 def seed_sweep(tmp_path_factory, data_dir) -> Path:
     """2 clip modes x 2 lengths x 2 seeds with the basic launcher."""
     cwd = tmp_path_factory.mktemp("seed_sweep")
-    rc, out = finish(launch(["-m", "clip=norm,none", "length=10,20", "seed=0,1"], cwd, data_dir))
+    rc, out = finish(launch(["-m", "clip=norm,none", "length=10,20", "seed=0,1", "threads=1"], cwd, data_dir))
     assert rc == 0, out[-3000:]
     return the_sweep_dir(cwd)
 
@@ -152,7 +153,7 @@ def test_tensorboard_over_the_sweep_dir_has_every_jobs_hparams_and_metrics(seed_
 def test_a_failing_job_is_a_row_of_the_report_and_fails_the_sweep(tmp_path, data_dir):
     # the failing job is the last one: the report comes from its own end-of-job hook, since Hydra
     # skips the end-of-sweep hook after a failure
-    rc, out = finish(launch(["-m", "lr=0.2,-1", "length=10"], tmp_path, data_dir))
+    rc, out = finish(launch(["-m", "lr=0.2,-1", "length=10", "threads=1"], tmp_path, data_dir))
     assert rc != 0
     sweep = the_sweep_dir(tmp_path)
     rows = {r["overrides"].split()[0]: r for r in read_csv(sweep / "summary.csv")}
@@ -171,7 +172,7 @@ def side_by_side(tmp_path_factory, data_dir) -> dict:
     specs = {
         "joblib": ["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "clip=norm,none", "length=10"],
         "submitit": ["-m", "hydra/launcher=submitit_local", "clip=norm,none", "length=10"],
-        "optuna": ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "length=10"],
+        "optuna": ["hparams_search=optuna", "hydra.sweeper.n_trials=2", "length=10", "threads=1"],
     }
     cwd = tmp_path_factory.mktemp("side_by_side")
     data = {name: data_dir for name in specs} | {"joblib": cwd / "joblib_data"}
