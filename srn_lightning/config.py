@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -76,6 +76,7 @@ ALLOWED = {
     "clip.mode": ", ".join(CLIP_MODES),
     "clip.val": "a finite number > 0 (null with clip=none)",
     "plot_steps": "an integer >= 1",
+    "clip.plot_steps": "an integer >= 1",
     "data.num_workers": "an integer >= 0",
     "trainer.max_epochs": "an integer >= 1",
     "threads": "an integer >= 1 (null: chosen for the launcher)",
@@ -93,8 +94,28 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+# Trainer arguments the project sets itself: a `+trainer.X=` for them would contradict the run's
+# own record of what it did (clipping) or its artifacts.
+RESERVED_TRAINER_KEYS = {
+    "gradient_clip_val": "set by clip.val",
+    "gradient_clip_algorithm": "set by clip=",
+    "logger": "the run's TensorBoard logger is the project's",
+    "callbacks": "the run's callbacks are the project's",
+    "default_root_dir": "the run dir is hydra.run.dir",
+    "enable_checkpointing": "checkpoints are kept for the best-on-dev test and resume",
+    "accumulate_grad_batches": "the grad norms are recorded per optimizer step, one batch each",
+}
+
+
+def _int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
 def validate(cfg) -> None:
     """Value checks the types cannot express. Raises ConfigError for the first bad key."""
+    if cfg.clip.mode == "none" and cfg.clip.val is not None:
+        raise ConfigError("clip.val", cfg.clip.val, "null with clip=none (pick clip=norm, value or norm_each)")
+    max_epochs = cfg.trainer.get("max_epochs", 1)
     checks = {
         "length": cfg.length >= 3,
         "lr": _finite(cfg.lr) and cfg.lr > 0,
@@ -105,11 +126,11 @@ def validate(cfg) -> None:
         "model.input_size": cfg.model.input_size >= 1,
         "model.hidden_size": cfg.model.hidden_size >= 1,
         "clip.mode": cfg.clip.mode in CLIP_MODES,
-        "clip.val": (cfg.clip.val is None) if cfg.clip.mode == "none"
-        else (_finite(cfg.clip.val) and cfg.clip.val > 0),
+        "clip.val": cfg.clip.mode == "none" or (_finite(cfg.clip.val) and cfg.clip.val > 0),
+        "clip.plot_steps": cfg.clip.plot_steps >= 1,
         "plot_steps": cfg.plot_steps >= 1,
         "data.num_workers": cfg.data.num_workers >= 0,
-        "trainer.max_epochs": cfg.trainer.get("max_epochs", 1) >= 1,
+        "trainer.max_epochs": _int(max_epochs) and max_epochs >= 1,
         "threads": cfg.threads is None or cfg.threads >= 1,
     }
     for key, ok in checks.items():
@@ -118,13 +139,16 @@ def validate(cfg) -> None:
             for part in key.split("."):
                 value = value[part]
             raise ConfigError(key, value)
+    for key, why in RESERVED_TRAINER_KEYS.items():
+        if key in cfg.trainer and not (key == "accumulate_grad_batches" and cfg.trainer[key] == 1):
+            raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"left out: {why}")
     files = [Path(cfg.data.dir) / str(cfg.length) / f"{s}.txt" for s in ("train", "dev", "test")]
     if cfg.data.regenerate or not all(f.exists() for f in files):
         check_writable_dir(cfg.data.dir, "data.dir")
 
 
 def check_trainer_keys(trainer_cfg) -> None:
-    """Keys added with `+trainer.x=...` must be Trainer arguments (imports Lightning: call late)."""
+    """Keys added with `+trainer.x=...` must be Trainer arguments (imports Lightning)."""
     known = _trainer_arguments()
     for key in trainer_cfg:
         if key not in known:
@@ -145,24 +169,41 @@ def _did_you_mean(key: str, known) -> str:
 
 
 def check_writable_dir(path, key: str) -> None:
-    """`path` is a directory that exists or can be created, and can be written to."""
+    """`path` is a directory that exists or can be created, and can be written to: tried for real
+    (root passes every permission check, a read-only or virtual file system does not)."""
     p = Path(path).absolute()
-    existing = next(a for a in (p, *p.parents) if a.exists())
-    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise ConfigError(key, path, f"a directory that can be created and written (blocked at {existing})")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p):
+            pass
+    except OSError as err:
+        raise ConfigError(key, path, f"a directory that can be created and written ({err.strerror})") from None
+
+
+def check_fresh_run_dir(run_dir, resume) -> None:
+    """A run never writes over another run's artifacts, except when it is that run, resumed."""
+    p = Path(run_dir)
+    if resume is None and any((p / name).exists() for name in ("metrics.json", "grad_norms.csv")):
+        raise ConfigError(
+            "hydra.run.dir", run_dir, f"a new directory: this one holds a run; continue it with resume={p}"
+        )
 
 
 class CheckConfig(Callback):
     """Hydra callback: checks a run's config, and the output dir of a run or sweep, before Hydra
-    creates that dir and before anything heavy is imported. Hydra turns an exception in a callback
-    into a warning and goes on, so a bad config exits here, with its one line."""
+    creates that dir. Hydra turns an exception in a callback into a warning and goes on, so a bad
+    config exits here, with its one line."""
 
     def on_run_start(self, config, **kwargs) -> None:
         try:
-            check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
             validate(config)
+            check_trainer_keys(config.trainer)
+            check_fresh_run_dir(config.hydra.run.dir, config.resume)
+            check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
         except ConfigError as err:
             raise SystemExit(f"error: {err}") from None
+        except Exception as err:  # a check that broke must still stop the run, not be a warning
+            raise SystemExit(f"error: config check failed: {type(err).__name__}: {err}") from None
 
     def on_multirun_start(self, config, **kwargs) -> None:
         # each job's values are checked in the job: a bad one fails that job, not the sweep
@@ -189,6 +230,8 @@ def explain(err: BaseException) -> str | None:
         from omegaconf import OmegaConf
 
         if key.startswith("trainer."):
+            if key.removeprefix("trainer.") in _trainer_arguments():
+                return f"{key}: not in the config yet; add it with +{key}=..."
             known = [f"trainer.{k}" for k in _trainer_arguments()]
         else:
             known = _flat_keys(OmegaConf.structured(Config))

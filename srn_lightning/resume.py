@@ -8,6 +8,12 @@ from pathlib import Path
 from srn_lightning.errors import UserError
 
 
+# What a resumed run may change: how long it goes on, and where it reads data and how it shows
+# progress. Anything else would make the rest of the run a different experiment from its start.
+RESUMABLE_OVERRIDES = {"trainer.max_epochs", "trainer.enable_progress_bar", "data.dir",
+                       "data.num_workers", "plot_steps"}
+
+
 class ResumeError(UserError, ValueError):
     """`resume=` names no run dir or checkpoint that can be resumed; str() is the one line to show."""
 
@@ -51,4 +57,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     saved = yaml.safe_load((run_dir / ".hydra" / "overrides.yaml").read_text()) or []
     saved = [o for o in saved if not o.startswith("resume=")]
     given = [a for a in argv if not a.startswith("resume=")]
+    for override in (a for a in given if not a.startswith("-")):  # flags such as -m pass through
+        key = override.lstrip("+~").split("=", 1)[0]
+        if key not in RESUMABLE_OVERRIDES and not key.startswith("hydra."):
+            raise ResumeError(
+                f"{key}: cannot change on resume (the checkpoint was trained with the run's own "
+                f"config); allowed with resume=: {', '.join(sorted(RESUMABLE_OVERRIDES))}"
+            )
     return [*saved, *given, f"resume='{ckpt}'", f"hydra.run.dir='{run_dir}'"]

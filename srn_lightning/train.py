@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -78,7 +79,7 @@ def write_metrics(run_dir, metrics: dict) -> None:
     path = Path(run_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")  # strict JSON, no NaN
     tmp.replace(path)
 
 
@@ -167,8 +168,8 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         "dev_best": None if best is None else float(best),
         "best_checkpoint": Path(checkpoint.best_model_path).name or None,
         "test_acc": test_acc,
-        **{f"{n}_pre_max": _max(norms[n]) for n in ("W", "U", "b", "total")},
-        **{f"{n}_pre_last": norms[n][-1] for n in ("W", "U", "b", "total")},
+        **{f"{n}_pre_max": max(_finite(norms[n]), default=None) for n in ("W", "U", "b", "total")},
+        **{f"{n}_pre_last": (_finite(norms[n]) or [None])[-1] for n in ("W", "U", "b", "total")},
         "fit_seconds": round(fit_seconds, 3),
     }
     # the same metrics in every run, NaN where a diverged run has none, so the HParams table lines up
@@ -180,11 +181,9 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     return metrics
 
 
-def _max(values):
-    """Largest value, NaN-proof: a diverged run's last row may hold NaN, and json has no NaN."""
-    import math
-
-    return max((v for v in values if not math.isnan(v)), default=None)
+def _finite(values) -> list:
+    """A diverged run's last row holds NaN or Inf: metrics.json reports the finite values only."""
+    return [v for v in values if math.isfinite(v)]
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")

@@ -58,6 +58,17 @@ BAD = [  # (override, key the message must name, what it must say is allowed)
     ("reduction=mean_", "reduction", "sum or mean"),
     ("hydra.run.dir=a_file/run", "hydra.run.dir", "can be created and written"),
     ("data.dir=a_file/data", "data.dir", "can be created and written"),
+    ("data.dir=/proc/srn_data", "data.dir", "can be created and written"),
+    ("clip.val=1", "clip.val", "null with clip=none"),
+    ("clip.plot_steps=0", "clip.plot_steps", ">= 1"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs", ">= 1"),
+    ("trainer.max_epochs=null", "trainer.max_epochs", ">= 1"),
+    ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "add it with +trainer."),
+    ("+trainer.max_epoch=3", "trainer.max_epoch", "did you mean max_epochs?"),
+    ("+trainer.gradient_clip_val=1", "trainer.gradient_clip_val", "set by clip.val"),
+    ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "per optimizer step"),
+    ("hydra.run.dir=outputs/runs/good", "hydra.run.dir", "holds a run; continue it with resume="),
+    ("-m hydra.sweep.dir=a_file/sweep", "hydra.sweep.dir", "can be created and written"),
 ]
 
 
@@ -172,6 +183,7 @@ def test_divergence_is_a_result_not_a_crash(workdir, data_dir, tmp_path):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["status"] == "diverged" and m["diverged_step"] == 1
     assert "NaN/Inf at step 1" in proc.stdout + proc.stderr
+    json.loads((run_dir / "metrics.json").read_text(), parse_constant=pytest.fail)  # strict JSON
     rows = read_grad_norms(run_dir / "grad_norms.csv")
     assert rows["step"] == [0, 1]  # stopped at once
     assert not all(map(torch.isfinite, torch.tensor([rows["loss"][1], *[rows[f"{n}_pre"][1] for n in "WUb"]])))
@@ -229,6 +241,14 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(straight, data_dir, t
     assert m["status"] == "interrupted" and 1 <= m["epochs"] < 12, m
     assert f"resume={run_dir}" in err
     assert last.exists()
+
+    before = snapshot(run_dir)
+    proc = call([f"resume={run_dir}", "lr=0.1"], tmp_path)  # another lr would be another experiment
+    assert proc.returncode != 0 and proc.stderr.strip() == (
+        "error: lr: cannot change on resume (the checkpoint was trained with the run's own config); "
+        "allowed with resume=: data.dir, data.num_workers, plot_steps, trainer.enable_progress_bar, "
+        "trainer.max_epochs")
+    assert snapshot(run_dir) == before
 
     proc = subprocess.run(cli(f"resume={run_dir}", *QUIET), cwd=tmp_path, env=ENV,
                           capture_output=True, text=True, timeout=300)
