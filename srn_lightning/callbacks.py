@@ -21,6 +21,14 @@ CSV_NAME = "grad_norms.csv"
 FIGURE_STEM = "grad_norms"
 
 
+class Diverged(RuntimeError):
+    """The loss or a gradient became NaN or Inf: training stops before that step is applied."""
+
+    def __init__(self, step: int) -> None:
+        super().__init__(f"loss or gradients became NaN/Inf at step {step}")
+        self.step = step
+
+
 class GradNormMonitor(Callback):
     """Records, every optimizer step, the L2 norm of the gradients of the SRN's W, U, b and of all
     parameters together ("total", the quantity `clip=norm` bounds), both before and after clipping.
@@ -33,6 +41,10 @@ class GradNormMonitor(Callback):
     Rows are kept as tensors on the device and written once per epoch, to `grad_norms.csv` in
     `out_dir` and to every logger (TensorBoard: `grad_norm_pre/*`, `grad_norm_post/*` side by side,
     plus a chart with W, U, b overlaid). At the end of fit the book's figure is drawn from the rows.
+
+    A step whose loss or pre-clip norms are not finite raises `Diverged` before the optimizer
+    applies it (the row is still written, post-clip columns NaN), so the weights stay those of the
+    last good step. On resume, rows from the checkpoint's step on are dropped and written again.
     """
 
     def __init__(self, out_dir, rnn_prefix: str = "model.rnn_model.", plot_steps: int = 40,
@@ -40,6 +52,7 @@ class GradNormMonitor(Callback):
         self.out_dir = Path(out_dir)
         self.names = {n: f"{rnn_prefix}{n}" for n in ("W", "U", "b")}
         self.plot_steps, self.title = plot_steps, title
+        self._loss: torch.Tensor | None = None
         self._pre: torch.Tensor | None = None
         self._params: list[torch.nn.Parameter] | None = None
         self._rows: list[torch.Tensor] = []
@@ -70,11 +83,16 @@ class GradNormMonitor(Callback):
         keys = [f"grad_2.0_norm/{self.names[n]}" for n in ("W", "U", "b")] + ["grad_2.0_norm_total"]
         return torch.stack([norms[k].to(pl_module.device) for k in keys])
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:
         self._params = None  # found again on the first step: this fit's module
+        # after a checkpoint is restored: keep the rows before its step, drop the ones after it
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        kept = []
+        if trainer.global_step > 0 and self.csv_path.exists():
+            with self.csv_path.open(newline="") as f:
+                kept = [r for r in list(csv.reader(f))[1:] if int(r[0]) < trainer.global_step]
         with self.csv_path.open("w", newline="") as f:
-            csv.writer(f).writerow(COLUMNS)
+            csv.writer(f).writerows([COLUMNS, *kept])
         for logger in trainer.loggers:
             if isinstance(logger, TensorBoardLogger):
                 chart = {
@@ -83,13 +101,21 @@ class GradNormMonitor(Callback):
                 }
                 logger.experiment.add_custom_scalars({"grad norms (W, U, b)": chart})
 
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._loss = loss.detach().reshape(1)
+
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        self._pre = self._norms(pl_module)
+        self._pre = torch.cat([self._loss, self._norms(pl_module)])
+        if not torch.isfinite(self._pre).all():
+            self._append(trainer, trainer.global_step, torch.full_like(self._pre[1:], float("nan")))
+            raise Diverged(trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        loss = outputs["loss"].detach().reshape(1)
-        self._rows.append(torch.cat([loss, self._pre, self._norms(pl_module)]))
-        self._steps.append((trainer.global_step - 1, trainer.current_epoch))
+        self._append(trainer, trainer.global_step - 1, self._norms(pl_module))
+
+    def _append(self, trainer, step: int, post: torch.Tensor) -> None:
+        self._rows.append(torch.cat([self._pre, post]))
+        self._steps.append((step, trainer.current_epoch))
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.flush(trainer)
@@ -120,6 +146,15 @@ class GradNormMonitor(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.flush(trainer)
+        self.draw(trainer)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        # diverged or interrupted: what was measured is kept, and drawn
+        self.flush(trainer)
+        if self.csv_path.exists():
+            self.draw(trainer)
+
+    def draw(self, trainer) -> None:
         columns = read_grad_norms(self.csv_path)
         plots.plot_grad_norms(
             columns["step"], columns, self.out_dir / FIGURE_STEM, self.plot_steps, self.title

@@ -20,6 +20,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
+from srn_lightning.errors import UserError
+
 BOOK_LENGTHS = (5, 10, 15, 20, 25, 30, 35)
 BOOK_SEED = 0
 SPLITS = ("train", "dev", "test")
@@ -27,7 +29,7 @@ COPIES = {"train": 3, "dev": 1, "test": 1}  # noisy copies of each of the 100 ba
 NUM_CLASSES = 19  # labels 0..18
 
 
-class DataFileError(ValueError):
+class DataFileError(UserError, ValueError):
     """A data file that cannot be trusted; the message names the file (and line)."""
 
 
@@ -153,6 +155,9 @@ class DigitSumDataModule(LightningDataModule):
         self.data_dir, self.length, self.batch_size = data_dir, length, batch_size
         self.seed, self.num_workers, self.regenerate = seed, num_workers, regenerate
         self.splits: dict[str, TensorDataset] = {}
+        # One generator for the whole fit, its state saved in checkpoints: a resumed run draws the
+        # same batch order for its remaining epochs as an uninterrupted one.
+        self.shuffle_generator = torch.Generator().manual_seed(seed)
 
     def prepare_data(self) -> None:
         ensure_files(self.data_dir, self.length, self.regenerate)
@@ -164,12 +169,11 @@ class DigitSumDataModule(LightningDataModule):
                 self.splits[split] = TensorDataset(x, y)
 
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
             self.splits[split],
             batch_size=self.batch_size,
             shuffle=shuffle,
-            generator=generator,
+            generator=self.shuffle_generator if shuffle else None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -182,6 +186,12 @@ class DigitSumDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
+
+    def state_dict(self) -> dict:
+        return {"shuffle_generator": self.shuffle_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.shuffle_generator.set_state(state["shuffle_generator"])
 
 
 def sha256(path) -> str:

@@ -10,8 +10,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from srn_lightning.model import SeqClassifier
 
-CLIP_MODES = ("none", "norm", "value", "norm_each")
-
 
 @torch.no_grad()
 def clip_grad_norm_each_(parameters, max_norm: float) -> None:

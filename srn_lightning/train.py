@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
+
+from srn_lightning.config import check_trainer_keys, explain, validate
+from srn_lightning.errors import UserError
+from srn_lightning.resume import resume_argv
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -45,18 +52,25 @@ def write_metrics(run_dir, metrics: dict) -> None:
     path = Path(run_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2) + "\n")
+    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")  # strict JSON, no NaN
     tmp.replace(path)
 
 
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     """One run in `run_dir`: returns the metrics it also writes to `run_dir/metrics.json`.
-    `callbacks` are added to the project's own (handy for notebooks and tests)."""
+    `callbacks` are added to the project's own (handy for notebooks and tests).
+
+    status "completed"; "diverged" (NaN/Inf: a result, with the step, the best checkpoint before it
+    tested); "interrupted" (SIGINT/SIGTERM: last.ckpt holds the last completed epoch; raises
+    SystemExit after writing metrics.json).
+    """
+    validate(cfg)
+    check_trainer_keys(cfg.trainer)
     from lightning.pytorch import Trainer, seed_everything
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from srn_lightning.callbacks import GradNormMonitor, read_grad_norms
+    from srn_lightning.callbacks import Diverged, GradNormMonitor, read_grad_norms
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import SRNClassifier
 
@@ -88,31 +102,61 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         **trainer_clip_kwargs(cfg.clip),
     )
 
+    status, extra = "completed", {}
     start = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule)
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
+    except Diverged as err:
+        status, extra = "diverged", {"diverged_step": err.step}
+        log.warning("diverged: %s; stopped, artifacts kept", err)
+    except SystemExit:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after a graceful stop
+        if not trainer.interrupted:
+            raise
+        epochs_done = trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
+        write_metrics(run_dir, {
+            "status": "interrupted", **config_summary(cfg), "epochs": epochs_done,
+            "steps": trainer.global_step,
+            "resume": f"python -m srn_lightning.train resume={run_dir}",
+        })
+        raise SystemExit(
+            f"interrupted after {epochs_done} completed epochs; continue with: "
+            f"python -m srn_lightning.train resume={run_dir}"
+        ) from None
     fit_seconds = time.perf_counter() - start
-    (test,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False)
+
+    test_acc = None
+    if checkpoint.best_model_path:  # a diverged run may have stopped before its first validation
+        (test,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False,
+                               weights_only=True)
+        test_acc = test["test/acc"]
 
     norms = read_grad_norms(monitor.csv_path)
+    best = checkpoint.best_model_score
     metrics = {
-        "status": "completed",
+        "status": status,
+        **extra,
         **config_summary(cfg),
         "epochs": trainer.current_epoch,
         "steps": trainer.global_step,
-        "dev_best": float(checkpoint.best_model_score),
-        "best_checkpoint": Path(checkpoint.best_model_path).name,
-        "test_acc": test["test/acc"],
-        **{f"{n}_pre_max": max(norms[n]) for n in ("W", "U", "b", "total")},
-        **{f"{n}_pre_last": norms[n][-1] for n in ("W", "U", "b", "total")},
+        "dev_best": None if best is None else float(best),
+        "best_checkpoint": Path(checkpoint.best_model_path).name or None,
+        "test_acc": test_acc,
+        **{f"{n}_pre_max": max(_finite(norms[n]), default=None) for n in ("W", "U", "b", "total")},
+        **{f"{n}_pre_last": (_finite(norms[n]) or [None])[-1] for n in ("W", "U", "b", "total")},
         "fit_seconds": round(fit_seconds, 3),
     }
     write_metrics(run_dir, metrics)
     return metrics
 
 
+def _finite(values) -> list:
+    """A diverged run's last row holds NaN or Inf: metrics.json reports the finite values only."""
+    return [v for v in values if math.isfinite(v)]
+
+
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
-    """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes."""
+    """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes (0 if none)."""
     import lightning
     from hydra.core.hydra_config import HydraConfig
 
@@ -121,19 +165,42 @@ def main(cfg: DictConfig) -> float:
     logging.getLogger(lightning.__name__).handlers.clear()
     # Everything lives in memory: worker processes would only slow a run this small down.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated", DeprecationWarning)  # torch vs Lightning
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
     hydra_cfg = HydraConfig.get()
-    run_dir = hydra_cfg.runtime.output_dir
+    run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         metrics = run(cfg, run_dir)
     except Exception as err:
-        # A failed job is a result too: metrics.json says so, so a sweep report has its row.
-        reason = f"{type(err).__name__}: {err}"
-        write_metrics(run_dir, {"status": "failed", "error": reason, **config_summary(cfg)})
+        # A failed job is a result too: metrics.json says so, so a sweep report has its row. A
+        # metrics.json that a finished run left is never overwritten.
+        reason = explain(err) or f"{type(err).__name__}: {err}"
+        old = run_dir / "metrics.json"
+        if not old.exists() or json.loads(old.read_text()).get("status") != "completed":
+            write_metrics(run_dir, {"status": "failed", "error": reason, **config_summary(cfg)})
         log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
         raise  # in a sweep Hydra runs the other jobs, then exits non-zero
-    return metrics["dev_best"]
+    return metrics["dev_best"] or 0.0
+
+
+def cli() -> None:
+    """`python -m srn_lightning.train ...`: Hydra's main, with errors a user can fix printed as one
+    line (no traceback), and `resume=` turned into the run's own config and dir."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    # Hydra would print config errors itself, over several lines; let them reach us instead.
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    try:
+        sys.argv[1:] = resume_argv(sys.argv[1:])
+        main()
+    except UserError as err:
+        sys.exit(f"error: {err}")
+    except (HydraException, OmegaConfBaseException) as err:
+        line = explain(err)
+        if line is None:
+            raise
+        sys.exit(f"error: {line}")
 
 
 if __name__ == "__main__":
-    main()
+    cli()
