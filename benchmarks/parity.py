@@ -67,19 +67,22 @@ def lightning_fit(cfg, run_dir) -> dict:
             self.state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
 
     final, times = FinalWeights(), []
-    draw, drawn = GradNormMonitor.draw, []
+    draw, drawn = getattr(GradNormMonitor, "draw", None), []
 
     def timed_draw(self, trainer):  # the figure's share of the fit
         start = time.perf_counter()
         draw(self, trainer)
         drawn.append(time.perf_counter() - start)
 
-    GradNormMonitor.draw = timed_draw
+    patch = hasattr(GradNormMonitor, "draw")  # older trees draw inside on_train_end
+    if patch:
+        GradNormMonitor.draw = timed_draw
     try:
         with timed_trainer_fit(times):
             run(cfg, run_dir, callbacks=[final])
     finally:
-        GradNormMonitor.draw = draw
+        if patch:
+            GradNormMonitor.draw = draw
     rows = read_grad_norms(Path(run_dir) / "grad_norms.csv")
     f64 = torch.float64  # the CSV holds the float32 values exactly; compared as float64
     return {"losses": torch.tensor(rows["loss"], dtype=f64),
