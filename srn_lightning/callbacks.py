@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities import grad_norm
 
 from srn_lightning import plots
 
@@ -51,11 +50,11 @@ class GradNormMonitor(Callback):
     def __init__(self, out_dir, rnn_prefix: str = "model.rnn_model.", plot_steps: int = 40,
                  title: str = "") -> None:
         self.out_dir = Path(out_dir)
-        self.keys = {n: f"grad_2.0_norm/{rnn_prefix}{n}" for n in ("W", "U", "b")}
-        self.keys["total"] = "grad_2.0_norm_total"
+        self.names = {n: f"{rnn_prefix}{n}" for n in ("W", "U", "b")}
         self.plot_steps, self.title = plot_steps, title
         self._loss: torch.Tensor | None = None
         self._pre: torch.Tensor | None = None
+        self._params: list[torch.nn.Parameter] | None = None
         self._rows: list[torch.Tensor] = []
         self._steps: list[tuple[int, int]] = []
 
@@ -64,10 +63,28 @@ class GradNormMonitor(Callback):
         return self.out_dir / CSV_NAME
 
     def _norms(self, pl_module) -> torch.Tensor:
+        """[W, U, b, total] as one tensor on the device. The same numbers as Lightning's
+        `grad_norm(pl_module, 2)`, which costs a host sync per parameter (its total is built with
+        `torch.tensor(list of norms)`) and a dict of names every step. Here: one foreach op."""
+        if self._params is None:  # named_parameters() walks the module tree: once, not every step
+            named = dict(pl_module.named_parameters())
+            self._params = list(named.values())
+            self._tracked = [list(named).index(self.names[n]) for n in ("W", "U", "b")]
+        grads = [p.grad for p in self._params]
+        if any(g is None for g in grads):  # a frozen or unused parameter: the slow, general path
+            return self._norms_general(pl_module)
+        norms = torch.stack(torch._foreach_norm(grads))
+        return torch.cat([norms[self._tracked], torch.linalg.vector_norm(norms).reshape(1)])
+
+    def _norms_general(self, pl_module) -> torch.Tensor:
+        from lightning.pytorch.utilities import grad_norm
+
         norms = grad_norm(pl_module, norm_type=2)
-        return torch.stack([norms[self.keys[n]].to(pl_module.device) for n in TRACKED])
+        keys = [f"grad_2.0_norm/{self.names[n]}" for n in ("W", "U", "b")] + ["grad_2.0_norm_total"]
+        return torch.stack([norms[k].to(pl_module.device) for k in keys])
 
     def on_train_start(self, trainer, pl_module) -> None:
+        self._params = None  # found again on the first step: this fit's module
         # after a checkpoint is restored: keep the rows before its step, drop the ones after it
         self.out_dir.mkdir(parents=True, exist_ok=True)
         kept = []
@@ -111,10 +128,21 @@ class GradNormMonitor(Callback):
         self._rows, self._steps = [], []
         with self.csv_path.open("a", newline="") as f:
             csv.writer(f).writerows(rows)
-        for row in rows:
-            metrics = {"train/loss": row[2], **dict(zip(TAGS, row[3:]))}
-            for logger in trainer.loggers:
-                logger.log_metrics(metrics, step=row[0])
+        from tensorboard.compat.proto.summary_pb2 import Summary  # loaded by then: TensorBoardLogger's
+        from torch.utils.tensorboard import SummaryWriter
+
+        for logger in trainer.loggers:
+            if isinstance(logger, TensorBoardLogger) and isinstance(logger.experiment, SummaryWriter):
+                # One event per step with its nine scalars, instead of one event per scalar via
+                # log_metrics/add_scalar: the same tags and values at a tenth of the cost.
+                writer = logger.experiment.file_writer
+                for row in rows:
+                    values = [Summary.Value(tag=t, simple_value=v)
+                              for t, v in zip(["train/loss", *TAGS], row[2:])]
+                    writer.add_summary(Summary(value=values), row[0])
+            else:
+                for row in rows:
+                    logger.log_metrics({"train/loss": row[2], **dict(zip(TAGS, row[3:]))}, step=row[0])
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.flush(trainer)
@@ -128,12 +156,18 @@ class GradNormMonitor(Callback):
 
     def draw(self, trainer) -> None:
         columns = read_grad_norms(self.csv_path)
-        fig = plots.plot_grad_norms(
+        plots.plot_grad_norms(
             columns["step"], columns, self.out_dir / FIGURE_STEM, self.plot_steps, self.title
         )
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_figure("grad_norms", fig, global_step=trainer.global_step)
+        png = (self.out_dir / FIGURE_STEM).with_suffix(".png")
+        tensorboards = [lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)]
+        if tensorboards:
+            # The PNG just written, as the dashboard's image: add_figure would draw the figure again.
+            from matplotlib.image import imread
+
+            image = imread(png)[..., :3]
+            for logger in tensorboards:
+                logger.experiment.add_image("grad_norms", image, trainer.global_step, dataformats="HWC")
 
 
 def read_grad_norms(path) -> dict[str, list]:

@@ -1,0 +1,53 @@
+"""What every benchmark shares: the project's config, composed as the command line would."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+
+from srn_lightning.data import ensure_files
+from srn_lightning.train import CONFIG_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+OUT = REPO / "outputs" / "benchmarks"
+
+
+def make_cfg(data_dir, *overrides: str):
+    """The real config with overrides, as `python -m srn_lightning.train <overrides>` composes it."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[f"data.dir={data_dir}", *overrides])
+    ensure_files(data_dir, cfg.length)
+    return cfg
+
+
+def quiet() -> None:
+    """Lightning's banners and the framework warnings a benchmark does not need to see."""
+    import logging
+    import warnings
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated", DeprecationWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning, module="tensorboard")
+
+
+def environment() -> dict:
+    """What a reader needs to compare figures across machines."""
+    import os
+    import platform
+    import time
+
+    import lightning
+    import torch
+
+    return {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "cpus": os.cpu_count(),
+        "load_average_1m": os.getloadavg()[0],
+        "device": "cpu",
+    }

@@ -1,0 +1,109 @@
+"""The book's run as a hand-written PyTorch loop: the yardstick the Lightning path is measured against.
+
+It does the same work as `srn_lightning.train.run` minus the framework: the same model (the package's
+SeqClassifier) with the same init (same seed, same construction order), the same seeded batch order
+(the DataModule's own loader), the same clip mode with the same semantics, the same per-step pre- and
+post-clip grad-norm records, validation every epoch and best-on-dev / last checkpoint files.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from srn_lightning.data import DigitSumDataModule
+from srn_lightning.model import SeqClassifier
+from srn_lightning.module import clip_grad_norm_each_
+
+TRACKED = ("rnn_model.W", "rnn_model.U", "rnn_model.b")
+
+
+def step_norms(model, tracked: list[int]) -> torch.Tensor:
+    """[W, U, b, total] L2 gradient norms: one foreach op, no host sync."""
+    norms = torch.stack(torch._foreach_norm([p.grad for p in model.parameters()]))
+    return torch.cat([norms[tracked], torch.linalg.vector_norm(norms).reshape(1)])
+
+
+def clip_(model, mode: str, val: float | None) -> None:
+    # Lightning's "norm" and "value" are exactly these torch calls; "norm_each" is the package's own.
+    if mode == "norm":
+        torch.nn.utils.clip_grad_norm_(model.parameters(), val)
+    elif mode == "value":
+        torch.nn.utils.clip_grad_value_(model.parameters(), val)
+    elif mode == "norm_each":
+        clip_grad_norm_each_(model.parameters(), val)
+
+
+@torch.no_grad()
+def evaluate(model, loader, device) -> tuple[float, float]:
+    """(accuracy, mean per-example loss) over a loader."""
+    model.eval()
+    correct, loss, n = 0, 0.0, 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = model(x)
+        correct += (logits.argmax(-1) == y).sum()
+        loss += F.cross_entropy(logits, y, reduction="sum")
+        n += len(y)
+    model.train()
+    return float(correct) / n, float(loss) / n
+
+
+def save(path: Path, model, optimizer, epoch: int, step: int) -> None:
+    torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch, "global_step": step}, path)
+
+
+def fit_plain(cfg, run_dir, device: str = "cpu") -> dict:
+    """Train as `run(cfg, run_dir)` does (fit only, no test). Returns per-step `losses` [steps],
+    `norms` [steps, 8] (W, U, b, total pre-clip, then post-clip), `model`, `dev_best`, and the wall
+    and CPU seconds of the fit: data set-up, training, validation, checkpoints, the norms' CSV."""
+    from lightning.pytorch import seed_everything
+
+    run_dir = Path(run_dir)
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    torch.use_deterministic_algorithms(cfg.trainer.get("deterministic", False))  # as the Trainer does
+    seed_everything(cfg.seed, workers=True, verbose=False)
+    data = DigitSumDataModule(cfg.data.dir, cfg.length, cfg.batch_size, cfg.seed,
+                              cfg.data.num_workers, cfg.data.regenerate)
+    # same construction order as SRNClassifier, so the same seed draws the same weights
+    model = SeqClassifier(10, cfg.model.input_size, cfg.model.hidden_size, 19).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    names = [n for n, _ in model.named_parameters()]
+    tracked = [names.index(n) for n in TRACKED]
+
+    start, start_cpu = time.perf_counter(), time.process_time()
+    data.prepare_data()
+    data.setup("fit")
+    train, dev = data.train_dataloader(), data.val_dataloader()
+    rows, losses, best, best_path, step = [], [], -1.0, None, 0
+    for epoch in range(cfg.trainer.max_epochs):
+        for x, y in train:
+            x, y = x.to(device), y.to(device)
+            loss = F.cross_entropy(model(x), y, reduction=cfg.reduction)
+            optimizer.zero_grad()
+            loss.backward()
+            pre = step_norms(model, tracked)
+            clip_(model, cfg.clip.mode, cfg.clip.val)
+            rows.append(torch.cat([pre, step_norms(model, tracked)]))
+            losses.append(loss.detach())
+            optimizer.step()
+            step += 1
+        acc, _ = evaluate(model, dev, device)
+        if acc > best:  # strictly better: the first epoch to reach the best is kept
+            if best_path is not None:
+                best_path.unlink()
+            best, best_path = acc, run_dir / "checkpoints" / f"best-epoch{epoch:02d}.pt"
+            save(best_path, model, optimizer, epoch, step)
+            # ModelCheckpoint(save_last=True) writes last.ckpt only when it writes a checkpoint
+            save(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch, step)
+    norms = torch.stack(rows).cpu()  # one device-to-host copy at the end
+    with (run_dir / "grad_norms.csv").open("w", newline="") as f:
+        csv.writer(f).writerows([[i, loss, *r] for i, (loss, r) in
+                                 enumerate(zip(torch.stack(losses).tolist(), norms.tolist()))])
+    return {"losses": torch.stack(losses).cpu(), "norms": norms, "model": model, "dev_best": best,
+            "fit_seconds": time.perf_counter() - start, "fit_cpu_seconds": time.process_time() - start_cpu}
