@@ -93,14 +93,17 @@ def fit_plain(cfg, run_dir, device: str = "cpu") -> dict:
             losses.append(loss.detach())
             optimizer.step()
             step += 1
+            with torch.no_grad():  # the same per-step NaN/Inf check as the project's monitor
+                weights = torch.stack(torch._foreach_norm(list(model.parameters()))).sum()
+            if not torch.isfinite(torch.cat([losses[-1].reshape(1), rows[-1], weights.reshape(1)])).all():
+                raise FloatingPointError(f"diverged at step {step - 1}")
         acc, _ = evaluate(model, dev, device)
         if acc > best:  # strictly better: the first epoch to reach the best is kept
             if best_path is not None:
                 best_path.unlink()
             best, best_path = acc, run_dir / "checkpoints" / f"best-epoch{epoch:02d}.pt"
             save(best_path, model, optimizer, epoch, step)
-            # ModelCheckpoint(save_last=True) writes last.ckpt only when it writes a checkpoint
-            save(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch, step)
+        save(run_dir / "checkpoints" / "last.pt", model, optimizer, epoch, step)  # every epoch, for resume
     norms = torch.stack(rows).cpu()  # one device-to-host copy at the end
     with (run_dir / "grad_norms.csv").open("w", newline="") as f:
         csv.writer(f).writerows([[i, loss, *r] for i, (loss, r) in

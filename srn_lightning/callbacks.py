@@ -40,11 +40,12 @@ class GradNormMonitor(Callback):
 
     Rows are kept as tensors on the device and written once per epoch, to `grad_norms.csv` in
     `out_dir` and to every logger (TensorBoard: `grad_norm_pre/*`, `grad_norm_post/*` side by side,
-    plus a chart with W, U, b overlaid). At the end of fit the book's figure is drawn from the rows.
+    plus a chart with W, U, b overlaid), and whenever a checkpoint is saved, so the CSV always
+    reaches at least as far as every checkpoint. `draw()` makes the book's figure from the rows.
 
-    A step whose loss or pre-clip norms are not finite raises `Diverged` before the optimizer
-    applies it (the row is still written, post-clip columns NaN), so the weights stay those of the
-    last good step. On resume, rows from the checkpoint's step on are dropped and written again.
+    A step whose loss, gradient norms or updated weights are not finite raises `Diverged` (its row
+    is written): training stops there, and no checkpoint is saved from that step on. On resume, rows
+    from the checkpoint's step on are dropped and written again.
     """
 
     def __init__(self, out_dir, rnn_prefix: str = "model.rnn_model.", plot_steps: int = 40,
@@ -106,19 +107,26 @@ class GradNormMonitor(Callback):
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         self._pre = torch.cat([self._loss, self._norms(pl_module)])
-        if not torch.isfinite(self._pre).all():
-            self._append(trainer, trainer.global_step, torch.full_like(self._pre[1:], float("nan")))
-            raise Diverged(trainer.global_step)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._append(trainer, trainer.global_step - 1, self._norms(pl_module))
-
-    def _append(self, trainer, step: int, post: torch.Tensor) -> None:
-        self._rows.append(torch.cat([self._pre, post]))
+        if self._pre is None:  # no optimizer step ran for this batch
+            return
+        row = torch.cat([self._pre, self._norms(pl_module)])
+        step = trainer.global_step - 1
+        self._rows.append(row)
         self._steps.append((step, trainer.current_epoch))
+        self._pre = None
+        with torch.no_grad():  # the weights the step left: an overflow shows here first
+            weights = torch.stack(torch._foreach_norm(self._params)).sum()
+        # the run's one host sync per step: NaN/Inf must stop it at the step where it happens
+        if not torch.isfinite(torch.cat([row, weights.reshape(1)])).all():
+            raise Diverged(step)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.flush(trainer)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        self.flush(trainer)  # resume keeps the rows before the checkpoint: they must be on disk
 
     def flush(self, trainer) -> None:
         if not self._rows:
@@ -146,15 +154,12 @@ class GradNormMonitor(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.flush(trainer)
-        self.draw(trainer)
 
     def on_exception(self, trainer, pl_module, exception) -> None:
-        # diverged or interrupted: what was measured is kept, and drawn
-        self.flush(trainer)
-        if self.csv_path.exists():
-            self.draw(trainer)
+        self.flush(trainer)  # diverged or interrupted: what was measured is kept
 
     def draw(self, trainer) -> None:
+        """The book's figure from grad_norms.csv, as PNG and PDF, and as an image in TensorBoard."""
         columns = read_grad_norms(self.csv_path)
         plots.plot_grad_norms(
             columns["step"], columns, self.out_dir / FIGURE_STEM, self.plot_steps, self.title

@@ -197,9 +197,9 @@ class CheckConfig(Callback):
     def on_run_start(self, config, **kwargs) -> None:
         try:
             validate(config)
-            check_trainer_keys(config.trainer)
             check_fresh_run_dir(config.hydra.run.dir, config.resume)
             check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
+            check_trainer_keys(config.trainer)  # last: it imports Lightning
         except ConfigError as err:
             raise SystemExit(f"error: {err}") from None
         except Exception as err:  # a check that broke must still stop the run, not be a warning

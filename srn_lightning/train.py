@@ -113,10 +113,13 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         clip_val=cfg.clip.val,
     )
     clip_name = cfg.clip.mode if cfg.clip.val is None else f"{cfg.clip.mode} {cfg.clip.val}"
-    checkpoint = ModelCheckpoint(
+    checkpoint = ModelCheckpoint(  # the best on dev, tested at the end
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
-        mode="max", save_last=True, auto_insert_metric_name=False,
+        mode="max", auto_insert_metric_name=False,
     )
+    # Every epoch's end, for resume. (save_last=True above would not do: Lightning 2.6 writes
+    # last.ckpt only when it also writes a best one, so it would hold the best epoch, not the last.)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
     monitor = GradNormMonitor(
         run_dir, plot_steps=cfg.plot_steps,
         title=f"clip={clip_name}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}",
@@ -125,7 +128,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         **cfg.trainer,
         default_root_dir=run_dir,
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False),
-        callbacks=[checkpoint, monitor, *callbacks],
+        callbacks=[checkpoint, last, monitor, *callbacks],
         **trainer_clip_kwargs(cfg.clip),
     )
 
@@ -140,6 +143,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         if not trainer.interrupted:
             raise
         epochs_done = trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
+        monitor.draw(trainer)
         write_metrics(run_dir, {
             "status": "interrupted", **config_summary(cfg), "epochs": epochs_done,
             "steps": trainer.global_step,
@@ -153,9 +157,10 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
 
     test_acc = None
     if checkpoint.best_model_path:  # a diverged run may have stopped before its first validation
-        (test,) = trainer.test(module, datamodule=datamodule, ckpt_path="best", verbose=False,
-                               weights_only=True)
+        (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path,
+                               verbose=False, weights_only=True)
         test_acc = test["test/acc"]
+    monitor.draw(trainer)
 
     norms = read_grad_norms(monitor.csv_path)
     best = checkpoint.best_model_score

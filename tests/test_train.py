@@ -46,6 +46,7 @@ def test_a_short_run_writes_every_artifact(make_cfg, tmp_path, monkeypatch):
         assert (run_dir / f"grad_norms.{suffix}").stat().st_size > 1000
     ckpts = sorted(p.name for p in (run_dir / "checkpoints").iterdir())
     assert "last.ckpt" in ckpts and on_disk["best_checkpoint"] in ckpts
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2
 
     events = tb_events(run_dir)
     tags = events.Tags()
