@@ -153,14 +153,16 @@ def test_tensorboard_over_the_sweep_dir_has_every_jobs_hparams_and_metrics(seed_
 def test_a_failing_job_is_a_row_of_the_report_and_fails_the_sweep(tmp_path, data_dir):
     # the failing job is the last one: the report comes from its own end-of-job hook, since Hydra
     # skips the end-of-sweep hook after a failure
-    rc, out = finish(launch(["-m", "lr=0.2,-1", "length=10", "threads=1"], tmp_path, data_dir))
+    rc, out = finish(launch(["-m", "lr=0.2,1e38,-1", "length=10", "threads=1"], tmp_path, data_dir))
     assert rc != 0
     sweep = the_sweep_dir(tmp_path)
     rows = {r["overrides"].split()[0]: r for r in read_csv(sweep / "summary.csv")}
     assert rows["lr=0.2"]["status"] == "completed" and float(rows["lr=0.2"]["test_acc"]) >= 0
     assert rows["lr=-1"]["status"] == "failed" and rows["lr=-1"]["error"]  # the reason, one line
     assert rows["lr=-1"]["error"] == metrics_of(sweep, rows["lr=-1"])["error"]
-    assert "2 jobs: 1 completed, 1 failed" in (sweep / "summary.md").read_text()
+    # a diverged job is a result: its row says so, and the jobs after it ran
+    assert rows["lr=1e+38"]["status"] == "diverged"
+    assert "3 jobs: 1 completed, 1 diverged, 1 failed" in (sweep / "summary.md").read_text()
     assert (sweep / "sweep.png").exists()
 
 
