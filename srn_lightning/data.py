@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from srn_lightning.errors import UserError
+from srn_lightning.files import write_atomic
 
 BOOK_LENGTHS = (5, 10, 15, 20, 25, 30, 35)
 BOOK_SEED = 0
@@ -68,20 +67,6 @@ def examples_for_length(length: int) -> dict[str, list]:
 
 def format_examples(examples) -> str:
     return "".join(" ".join(map(str, seq)) + "\t" + str(label) + "\n" for seq, label in examples)
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write via a temp file in the same dir and rename: readers see the old file or the whole new one,
-    never a partial or interleaved one, however many processes write at once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="\n") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def split_path(data_dir, length: int, split: str) -> Path:

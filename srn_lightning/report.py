@@ -28,9 +28,7 @@ import io
 import json
 import logging
 import math
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
 import yaml
@@ -38,6 +36,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from srn_lightning import plots
+from srn_lightning.files import write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -274,17 +273,6 @@ def markdown(rows: list[dict], by_setting: list[dict], sweep_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextlib.contextmanager
 def _locked(sweep_dir: Path):
     """One report writer at a time: jobs of a parallel launcher end together, and with the lock the
@@ -318,9 +306,9 @@ def write_report(sweep_dir, force: bool = True) -> list[Path]:
         table = _csv_text(rows, JOB_COLUMNS + extra)
         if not force and out[0].exists() and out[0].read_text() == table:
             return out
-        _write_text_atomic(out[0], table)
-        _write_text_atomic(out[1], _csv_text(by_setting, agg_columns))
-        _write_text_atomic(out[2], markdown(rows, by_setting, sweep_dir))
+        write_atomic(out[0], table)
+        write_atomic(out[1], _csv_text(by_setting, agg_columns))
+        write_atomic(out[2], markdown(rows, by_setting, sweep_dir))
         data = figure_data(rows, sweep_dir)
         if data["rows"]:
             plots.plot_sweep(**data, out_stem=sweep_dir / "sweep", title=f"sweep {sweep_dir.name}")

@@ -20,6 +20,7 @@ from omegaconf import DictConfig
 
 from srn_lightning.config import check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
+from srn_lightning.files import write_atomic
 from srn_lightning.resume import resume_argv
 
 log = logging.getLogger(__name__)
@@ -76,11 +77,7 @@ def job_threads(cfg: DictConfig, launcher: DictConfig) -> int | None:
 
 
 def write_metrics(run_dir, metrics: dict) -> None:
-    path = Path(run_dir) / "metrics.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, allow_nan=False) + "\n")  # strict JSON, no NaN
-    tmp.replace(path)
+    write_atomic(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
 
 
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:

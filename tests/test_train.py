@@ -90,7 +90,7 @@ def test_the_default_run_shows_the_books_explosion(make_cfg, tmp_path):
 
 
 def test_clipping_keeps_the_gradients_alive(make_cfg, tmp_path):
-    metrics = run(make_cfg("clip=norm_each"), tmp_path)
+    run(make_cfg("clip=norm_each"), tmp_path)
     w = read_grad_norms(tmp_path / "grad_norms.csv")["W"]
     assert min(w[-50:]) > 0.1  # where the unclipped run had died, these still learn
 
