@@ -127,3 +127,13 @@ def test_cli_sweep(tmp_path, data_dir):
         assert (job / "grad_norms.png").exists() and list((job / "tb").glob("events.*"))
         seen.add((m["clip_mode"], m["length"]))
     assert seen == {(c, n) for c in ("norm", "value", "none") for n in (10, 20)}
+
+
+def test_runs_started_together_get_their_own_dirs(tmp_path):
+    args = cli("--cfg", "all", "--resolve", "-p", "hydra.run.dir")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert all(d.startswith("outputs/runs/") and d.endswith("_clip=none_length=20_lr=0.2_seed=0") for d in dirs)
+    assert dirs[0] != dirs[1]
