@@ -51,3 +51,13 @@ def environment() -> dict:
         "load_average_1m": os.getloadavg()[0],
         "device": "cpu",
     }
+
+
+def wall(cmd, cwd, env) -> float:
+    """Wall seconds of one command, its output discarded; a failure raises."""
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start

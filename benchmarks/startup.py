@@ -16,19 +16,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import OUT, REPO, environment
-
-
-def wall(cmd, cwd, env) -> float:
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+from benchmarks.common import OUT, REPO, environment, wall
 
 
 def main(argv=None) -> None:

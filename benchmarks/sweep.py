@@ -16,13 +16,11 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-from benchmarks.common import OUT, REPO, environment
+from benchmarks.common import OUT, REPO, environment, wall
 from srn_lightning.data import ensure_files
 
 SWEEP = ["-m", "clip=norm,value,none", "length=10,20"]
@@ -30,10 +28,7 @@ JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
 
 
 def sweep_wall(extra, cwd, env) -> float:
-    cmd = [sys.executable, "-m", "srn_lightning.train", *SWEEP, *extra]
-    start = time.perf_counter()
-    subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return wall([sys.executable, "-m", "srn_lightning.train", *SWEEP, *extra], cwd, env)
 
 
 def main(argv=None) -> None:
