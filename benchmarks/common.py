@@ -21,6 +21,15 @@ def make_cfg(data_dir, *overrides: str):
     return cfg
 
 
+def child_env(**extra: str) -> dict:
+    """The environment for a benchmark's child process: this one's, with the repository first on
+    PYTHONPATH (anything already there kept after it)."""
+    import os
+
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def quiet() -> None:
     """Lightning's banners and the framework warnings a benchmark does not need to see."""
     import logging
@@ -33,8 +42,8 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning, module="tensorboard")
 
 
-def environment() -> dict:
-    """What a reader needs to compare figures across machines."""
+def environment(device=None) -> dict:
+    """What a reader needs to compare figures across machines; `device`: where the runs ran."""
     import os
     import platform
     import time
@@ -42,6 +51,7 @@ def environment() -> dict:
     import lightning
     import torch
 
+    device = torch.device(device or "cpu")
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "python": platform.python_version(),
@@ -49,7 +59,7 @@ def environment() -> dict:
         "lightning": lightning.__version__,
         "cpus": os.cpu_count(),
         "load_average_1m": os.getloadavg()[0],
-        "device": "cpu",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
     }
 
 

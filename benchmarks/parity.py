@@ -28,8 +28,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, REPO, environment, make_cfg, quiet
-from benchmarks.plain_loop import fit_plain
+from benchmarks.common import OUT, REPO, child_env, environment, make_cfg, quiet
+from benchmarks.plain_loop import device_of, fit_plain
 
 MODES = ("none", "norm", "value", "norm_each")
 NORMS = [f"{n}_{when}" for when in ("pre", "post") for n in ("W", "U", "b", "total")]
@@ -149,8 +149,9 @@ def memory_probe(side: str, mode: str, overrides: list[str], work: Path) -> dict
     """Peak memory of one fit, in a fresh process (see `probe`)."""
     cmd = [sys.executable, "-m", "benchmarks.parity", *overrides, "--probe", side,
            "--work", str(work), "--modes", mode]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, check=True,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=child_env())
+    if proc.returncode:
+        raise RuntimeError(f"memory probe failed: {' '.join(cmd)}\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -161,22 +162,27 @@ def rss_mb() -> tuple[float, float]:
 
 
 def probe(side: str, mode: str, overrides: list[str], work: Path, stdout) -> None:
-    """Prints {peak RSS above the RSS before the fit, peak of Python allocations in a second fit}.
+    """Prints {peak RSS above the RSS before the fit, peak of Python allocations in a second fit,
+    and on CUDA the peak of torch's CUDA allocations in the first}.
     The first counts everything a fit brings in (lazy imports, tensors, buffers): the kernel's
     peak-RSS mark is reset right before it. The second, with imports done, is what tracemalloc
     sees: Python objects and numpy buffers, not torch's own CPU allocator."""
     cfg = make_cfg(work / "data", f"clip={mode}", *overrides)
     fit = {"plain": plain_fit, "lightning": lightning_fit}[side]
+    cuda = device_of(cfg).type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
     before, _ = rss_mb()
     fit(cfg, work / f"probe-{side}-{mode}-1")
     _, peak = rss_mb()
+    gpu = {"cuda_peak_allocated_mb": torch.cuda.max_memory_allocated() / 2**20} if cuda else {}
     tracemalloc.start()
     fit(cfg, work / f"probe-{side}-{mode}-2")
     traced = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     result = {"rss_before_mb": before, "peak_rss_growth_mb": peak - before,
-              "tracemalloc_peak_mb": traced / 2**20}
+              "tracemalloc_peak_mb": traced / 2**20, **gpu}
     print(json.dumps(result), file=stdout)
 
 
@@ -197,6 +203,9 @@ def table(results: list[dict]) -> str:
             f"| {m['plain']['peak_rss_growth_mb']:.1f} / {m['lightning']['peak_rss_growth_mb']:.1f} "
             f"| {m['plain']['tracemalloc_peak_mb']:.1f} / {m['lightning']['tracemalloc_peak_mb']:.1f} |"
         )
+        if "cuda_peak_allocated_mb" in m["plain"]:
+            lines[-1] += (f" CUDA peak allocated MB plain / Lightning: {m['plain']['cuda_peak_allocated_mb']:.1f}"
+                          f" / {m['lightning']['cuda_peak_allocated_mb']:.1f} |")
     return "\n".join(lines)
 
 
@@ -219,15 +228,16 @@ def main(argv=None) -> None:
           contextlib.redirect_stdout(devnull)):
         if args.probe:
             return probe(args.probe, args.modes[0], args.overrides, work, sys.__stdout__)
-        results = []
-        for mode in args.modes:
-            results.append(bench_mode(mode, args.overrides, args.pairs, work, not args.no_memory))
-            print(f"clip={mode}: ratio {results[-1]['ratio_median']:.2f}", file=sys.__stderr__, flush=True)
-    report = {"benchmark": "parity", "overrides": args.overrides, "threads": args.threads,
-              **environment(), "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+        report = {"benchmark": "parity", "overrides": args.overrides, "threads": args.threads,
+                  **environment(device_of(make_cfg(work / "data", *args.overrides))), "results": []}
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for mode in args.modes:  # the JSON is rewritten after each mode: a cut-short run keeps its figures
+            report["results"].append(bench_mode(mode, args.overrides, args.pairs, work, not args.no_memory))
+            out.write_text(json.dumps(report, indent=2) + "\n")
+            print(f"clip={mode}: ratio {report['results'][-1]['ratio_median']:.2f}", file=sys.__stderr__,
+                  flush=True)
+    results = report["results"]
     print(table(results))
     print(f"\nwritten: {out}")
 

@@ -9,6 +9,7 @@ post-clip grad-norm records, validation every epoch and best-on-dev / last check
 from __future__ import annotations
 
 import csv
+import os
 import time
 from pathlib import Path
 
@@ -58,15 +59,28 @@ def save(path: Path, model, optimizer, epoch: int, step: int) -> None:
                 "epoch": epoch, "global_step": step}, path)
 
 
-def fit_plain(cfg, run_dir, device: str = "cpu") -> dict:
-    """Train as `run(cfg, run_dir)` does (fit only, no test). Returns per-step `losses` [steps],
-    `norms` [steps, 8] (W, U, b, total pre-clip, then post-clip), `model`, `dev_best`, and the wall
-    and CPU seconds of the fit: data set-up, training, validation, checkpoints, the norms' CSV."""
+def device_of(cfg) -> torch.device:
+    """The device the Trainer puts the run on: `trainer.accelerator` cpu, gpu/cuda, or auto."""
+    accelerator = cfg.trainer.get("accelerator", "auto")
+    if accelerator in ("gpu", "cuda") or (accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return torch.device("cpu")
+
+
+def fit_plain(cfg, run_dir, device: torch.device | str | None = None) -> dict:
+    """Train as `run(cfg, run_dir)` does (fit only, no test), on `device` (default: the config's
+    accelerator). Returns per-step `losses` [steps], `norms` [steps, 8] (W, U, b, total pre-clip,
+    then post-clip), `model`, `dev_best`, and the wall and CPU seconds of the fit: data set-up,
+    training, validation, checkpoints, the norms' CSV."""
     from lightning.pytorch import seed_everything
 
+    device = torch.device(device) if device is not None else device_of(cfg)
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    torch.use_deterministic_algorithms(cfg.trainer.get("deterministic", False))  # as the Trainer does
+    deterministic = bool(cfg.trainer.get("deterministic", False))
+    if deterministic:  # as the Trainer does: deterministic cuBLAS needs a fixed workspace
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(deterministic)
     seed_everything(cfg.seed, workers=True, verbose=False)
     data = DigitSumDataModule(cfg.data.dir, cfg.length, cfg.batch_size, cfg.seed,
                               cfg.data.num_workers, cfg.data.regenerate)

@@ -24,6 +24,7 @@ import torch
 
 from benchmarks.common import OUT, environment, make_cfg, quiet
 from benchmarks.parity import lightning_fit, parity, plain_fit
+from benchmarks.plain_loop import device_of
 
 
 def point(overrides: list[str], pairs: int, work: Path) -> dict:
@@ -63,7 +64,9 @@ def main(argv=None) -> None:
             r = results[-1]
             print(f"{overrides}: plain {r['plain_s']:.2f} s, Lightning {r['lightning_s']:.2f} s",
                   file=sys.__stderr__, flush=True)
-    report = {"benchmark": "scaling", "overrides": args.overrides, "threads": args.threads, **environment(), "results": results}
+    device = device_of(make_cfg(work / "data", *args.overrides))
+    report = {"benchmark": "scaling", "overrides": args.overrides, "threads": args.threads,
+              **environment(device), "results": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")

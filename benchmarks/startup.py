@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import OUT, REPO, environment, wall
+from benchmarks.common import OUT, REPO, child_env, environment, wall
 
 
 def main(argv=None) -> None:
@@ -30,7 +30,7 @@ def main(argv=None) -> None:
     parser.add_argument("overrides", nargs="*", default=["trainer.max_epochs=1"])
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="srn-startup-"))
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = child_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     imports = [sys.executable, "-c", "import torch, lightning"]
     train = [sys.executable, "-m", "benchmarks.timed_train", f"data.dir={work / 'data'}", *args.overrides]
     wall(train, work, {**env, "SRN_TIMES": str(work / "warm.json")})  # writes the data files once

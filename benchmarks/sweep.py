@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import OUT, REPO, environment, wall
+from benchmarks.common import OUT, REPO, child_env, environment, wall
 from srn_lightning.data import ensure_files
 
 SWEEP = ["-m", "clip=norm,value,none", "length=10,20"]
@@ -40,7 +40,7 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="srn-sweep-"))
     for length in (10, 20):  # written once here, not timed
         ensure_files(work / "data", length)
-    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = child_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     common = [f"data.dir={work / 'data'}", *args.overrides]
     rows = []
     for i in range(args.repeats):
