@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 import math
@@ -76,6 +78,24 @@ def job_threads(cfg: DictConfig, launcher: DictConfig) -> int | None:
     return None
 
 
+def exit_without_final_collection() -> None:
+    """At interpreter exit, leave out the garbage collection of what is still alive.
+
+    With torch, Lightning, TensorBoard and matplotlib loaded, Python's shutdown spends 1.3-1.7 s
+    collecting their objects as it tears the modules down; the process's memory goes back to the
+    system either way. `gc.freeze()` as the last exit handler skips that: the process exits in
+    about 0.2 s. Exit handlers (Hydra's, joblib's, the sweep report's) still run before it, and
+    Python never promised `__del__` for objects alive at exit. Registered once per process: the
+    launching process and each process that runs jobs (joblib workers, submitit jobs)."""
+    global _exit_registered
+    if not _exit_registered:
+        atexit.register(gc.freeze)  # exit handlers run last-registered first: this one runs late
+        _exit_registered = True
+
+
+_exit_registered = False
+
+
 def write_metrics(run_dir, metrics: dict) -> None:
     write_atomic(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
 
@@ -141,6 +161,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
             raise
         epochs_done = trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
         monitor.draw(trainer)
+        trainer.logger.finalize("interrupted")
         write_metrics(run_dir, {
             "status": "interrupted", **config_summary(cfg), "epochs": epochs_done,
             "steps": trainer.global_step,
@@ -179,6 +200,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         f"hparams/{k}": float("nan") if metrics[k] is None else metrics[k]
         for k in ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
     })
+    trainer.logger.finalize(status)  # the figure and HParams events written after test: flushed now
     write_metrics(run_dir, metrics)
     return metrics
 
@@ -200,6 +222,7 @@ def main(cfg: DictConfig) -> float:
     # Everything lives in memory: worker processes would only slow a run this small down.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
+    exit_without_final_collection()  # here: this runs in every process that runs a job
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     import torch

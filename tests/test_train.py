@@ -1,5 +1,6 @@
 """Real runs: through Hydra's compose API, and through the command line as a user types it."""
 
+import gc
 import json
 import os
 import subprocess
@@ -12,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from srn_lightning.callbacks import COLUMNS, read_grad_norms
 from srn_lightning.data import read_split
 from srn_lightning.module import SRNClassifier
+from srn_lightning import train
 from srn_lightning.train import run
 
 from .conftest import REPO, cli
@@ -113,6 +115,19 @@ def test_cli_single_run(tmp_path, data_dir):
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "metrics.json").read_text())["clip_mode"] == "none"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outputs"]
+    # written after test, just before the process exits without its final garbage collection
+    tags = tb_events(run_dir).Tags()
+    assert "grad_norms" in tags["images"]
+    assert {"hparams/test_acc", "hparams/dev_best", "hparams/W_pre_max"} <= set(tags["scalars"])
+
+
+def test_exit_handler_is_registered_once(monkeypatch):
+    registered = []
+    monkeypatch.setattr(train.atexit, "register", registered.append)
+    monkeypatch.setattr(train, "_exit_registered", False)
+    train.exit_without_final_collection()
+    train.exit_without_final_collection()
+    assert registered == [gc.freeze]
 
 
 def test_cli_sweep(tmp_path, data_dir):
