@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import OUT, REPO, child_env, environment, wall
+from benchmarks.common import OUT, child_env, environment, wall
 from srn_lightning.data import ensure_files
 
 SWEEP = ["-m", "clip=norm,value,none", "length=10,20"]
