@@ -29,7 +29,8 @@ step() {  # step NAME COMMAND...: runs it, its output to the terminal and to $ou
 step env "$py" -c "
 import platform, torch, lightning
 print('python', platform.python_version(), 'torch', torch.__version__, 'lightning', lightning.__version__)
-print('cuda', torch.version.cuda, 'device', torch.cuda.get_device_name(0))"
+print('cuda', torch.version.cuda, 'device',
+      torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'none')"
 
 run_dir="$out/run"
 step run "$py" -m srn_lightning.train trainer.accelerator="$acc" trainer.enable_progress_bar=false \

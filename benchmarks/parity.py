@@ -30,6 +30,7 @@ import torch
 
 from benchmarks.common import OUT, REPO, child_env, environment, make_cfg, quiet
 from benchmarks.plain_loop import device_of, fit_plain
+from srn_lightning.files import write_atomic
 
 MODES = ("none", "norm", "value", "norm_each")
 NORMS = [f"{n}_{when}" for when in ("pre", "post") for n in ("W", "U", "b", "total")]
@@ -163,7 +164,9 @@ def rss_mb() -> tuple[float, float]:
 
 def probe(side: str, mode: str, overrides: list[str], work: Path, stdout) -> None:
     """Prints {peak RSS above the RSS before the fit, peak of Python allocations in a second fit,
-    and on CUDA the peak of torch's CUDA allocations in the first}.
+    and on CUDA the peak of torch's CUDA allocations in the first}. On CUDA the context is created
+    before the RSS baseline is read: the growth is what the fit brings in beyond it (cuBLAS, the
+    kernels loaded on first use, the allocator's pool).
     The first counts everything a fit brings in (lazy imports, tensors, buffers): the kernel's
     peak-RSS mark is reset right before it. The second, with imports done, is what tracemalloc
     sees: Python objects and numpy buffers, not torch's own CPU allocator."""
@@ -234,7 +237,7 @@ def main(argv=None) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         for mode in args.modes:  # the JSON is rewritten after each mode: a cut-short run keeps its figures
             report["results"].append(bench_mode(mode, args.overrides, args.pairs, work, not args.no_memory))
-            out.write_text(json.dumps(report, indent=2) + "\n")
+            write_atomic(out, json.dumps(report, indent=2) + "\n")
             print(f"clip={mode}: ratio {report['results'][-1]['ratio_median']:.2f}", file=sys.__stderr__,
                   flush=True)
     results = report["results"]

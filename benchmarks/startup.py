@@ -4,7 +4,8 @@ import torch and lightning.
     python -m benchmarks.startup                 # 5 alternated pairs, a 1-epoch run
     python -m benchmarks.startup --repeats 7 trainer.max_epochs=5
 
-Each pair runs, in fresh processes, `python -c "import torch, lightning"` and the real command line
+Each pair runs, in fresh processes, `python -c "import os, torch, lightning; os._exit(0)"` (the
+imports, without Python's shutdown) and the real command line
 (`python -m srn_lightning.train <overrides>`, run through `benchmarks.timed_train`, which only times
 Trainer.fit and Trainer.test). overhead = wall of the command - fit - test: interpreter, imports,
 Hydra, config, the run's set-up and artifacts, exit. Results: outputs/benchmarks/startup.json.
@@ -31,7 +32,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="srn-startup-"))
     env = child_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
-    imports = [sys.executable, "-c", "import torch, lightning"]
+    # os._exit: the import alone, not Python's shutdown with these modules loaded (1.3-1.7 s), which
+    # the command skips (srn_lightning.train.exit_without_final_collection)
+    imports = [sys.executable, "-c", "import os, torch, lightning; os._exit(0)"]
     train = [sys.executable, "-m", "benchmarks.timed_train", f"data.dir={work / 'data'}", *args.overrides]
     wall(train, work, {**env, "SRN_TIMES": str(work / "warm.json")})  # writes the data files once
     rows = []

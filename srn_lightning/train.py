@@ -83,13 +83,16 @@ def exit_without_final_collection() -> None:
 
     With torch, Lightning, TensorBoard and matplotlib loaded, Python's shutdown spends 1.3-1.7 s
     collecting their objects as it tears the modules down; the process's memory goes back to the
-    system either way. `gc.freeze()` as the last exit handler skips that: the process exits in
-    about 0.2 s. Exit handlers (Hydra's, joblib's, the sweep report's) still run before it, and
-    Python never promised `__del__` for objects alive at exit. Registered once per process: the
-    launching process and each process that runs jobs (joblib workers, submitit jobs)."""
+    system either way. A `gc.freeze()` exit handler skips that: the process exits in about 0.2 s.
+    Exit handlers run newest first, so this one, registered when the first job starts, runs before
+    those registered earlier (Hydra's, joblib's, the sweep report's): they still run, and what they
+    allocate is collected as usual; only what was alive when it ran is left to the system. Python
+    never promised `__del__` for objects alive at exit; everything the project writes is closed
+    explicitly. Registered once per process that runs jobs: the basic launcher's process, each
+    joblib worker, each submitit job (a joblib launching process only waits for its workers)."""
     global _exit_registered
     if not _exit_registered:
-        atexit.register(gc.freeze)  # exit handlers run last-registered first: this one runs late
+        atexit.register(gc.freeze)
         _exit_registered = True
 
 
@@ -114,7 +117,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from srn_lightning.callbacks import Diverged, GradNormMonitor, read_grad_norms
+    from srn_lightning.callbacks import TRACKED, Diverged, GradNormMonitor, read_grad_norms
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import SRNClassifier
 
@@ -161,7 +164,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
             raise
         epochs_done = trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
         monitor.draw(trainer)
-        trainer.logger.finalize("interrupted")
+        trainer.logger.finalize("failed")  # as Lightning does on an interrupt
         write_metrics(run_dir, {
             "status": "interrupted", **config_summary(cfg), "epochs": epochs_done,
             "steps": trainer.global_step,
@@ -173,34 +176,41 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         ) from None
     fit_seconds = time.perf_counter() - start
 
-    test_acc = None
-    if checkpoint.best_model_path:  # a diverged run may have stopped before its first validation
-        (test,) = trainer.test(module, datamodule=datamodule, ckpt_path=checkpoint.best_model_path,
-                               verbose=False, weights_only=True)
-        test_acc = test["test/acc"]
-    monitor.draw(trainer)
+    finished = False
+    try:
+        test_acc = None
+        # a diverged run may have stopped before its first validation: then there is no best
+        if checkpoint.best_model_path:
+            (test,) = trainer.test(module, datamodule=datamodule, verbose=False,
+                                   ckpt_path=checkpoint.best_model_path, weights_only=True)
+            test_acc = test["test/acc"]
+        monitor.draw(trainer)
 
-    norms = read_grad_norms(monitor.csv_path)
-    best = checkpoint.best_model_score
-    metrics = {
-        "status": status,
-        **extra,
-        **config_summary(cfg),
-        "epochs": trainer.current_epoch,
-        "steps": trainer.global_step,
-        "dev_best": None if best is None else float(best),
-        "best_checkpoint": Path(checkpoint.best_model_path).name or None,
-        "test_acc": test_acc,
-        **{f"{n}_pre_max": max(_finite(norms[n]), default=None) for n in ("W", "U", "b", "total")},
-        **{f"{n}_pre_last": (_finite(norms[n]) or [None])[-1] for n in ("W", "U", "b", "total")},
-        "fit_seconds": round(fit_seconds, 3),
-    }
-    # the same metrics in every run, NaN where a diverged run has none, so the HParams table lines up
-    trainer.logger.log_hyperparams(hparams(cfg), {
-        f"hparams/{k}": float("nan") if metrics[k] is None else metrics[k]
-        for k in ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
-    })
-    trainer.logger.finalize(status)  # the figure and HParams events written after test: flushed now
+        norms = read_grad_norms(monitor.csv_path)
+        best = checkpoint.best_model_score
+        metrics = {
+            "status": status,
+            **extra,
+            **config_summary(cfg),
+            "epochs": trainer.current_epoch,
+            "steps": trainer.global_step,
+            "dev_best": None if best is None else float(best),
+            "best_checkpoint": Path(checkpoint.best_model_path).name or None,
+            "test_acc": test_acc,
+            **{f"{n}_pre_max": max(_finite(norms[n]), default=None) for n in TRACKED},
+            **{f"{n}_pre_last": (_finite(norms[n]) or [None])[-1] for n in TRACKED},
+            "fit_seconds": round(fit_seconds, 3),
+        }
+        # the same metrics in every run (NaN where a diverged run has none): HParams rows line up
+        trainer.logger.log_hyperparams(hparams(cfg), {
+            f"hparams/{k}": float("nan") if metrics[k] is None else metrics[k]
+            for k in ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
+        })
+        finished = True
+    finally:
+        # the figure and HParams events written after test: flushed and closed here, not left to
+        # the process's exit ("success" also rewrites the logger's hparams.yaml)
+        trainer.logger.finalize("success" if finished else "failed")
     write_metrics(run_dir, metrics)
     return metrics
 

@@ -152,3 +152,29 @@ def test_runs_started_together_get_their_own_dirs(tmp_path):
     dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(d.startswith("outputs/runs/") and d.endswith("_clip=none_length=20_lr=0.2_seed=0") for d in dirs)
     assert dirs[0] != dirs[1]
+
+
+def test_the_logger_is_closed_even_when_the_end_of_a_run_fails(make_cfg, tmp_path, monkeypatch):
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from srn_lightning.callbacks import GradNormMonitor
+
+    statuses = []
+    finalize = TensorBoardLogger.finalize
+    monkeypatch.setattr(TensorBoardLogger, "finalize",
+                        lambda self, status: (statuses.append(status), finalize(self, status)))
+
+    def broken_draw(self, trainer):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(GradNormMonitor, "draw", broken_draw)
+    with pytest.raises(OSError, match="disk full"):
+        run(make_cfg("trainer.max_epochs=1"), tmp_path / "run")
+    assert statuses[-1] == "failed"
+
+    monkeypatch.undo()
+    statuses.clear()
+    monkeypatch.setattr(TensorBoardLogger, "finalize",
+                        lambda self, status: (statuses.append(status), finalize(self, status)))
+    run(make_cfg("trainer.max_epochs=1"), tmp_path / "run2")
+    assert statuses[-1] == "success"
