@@ -3,9 +3,9 @@ that skips Python's final garbage collection (`srn_lightning.train.exit_without_
 
     python -m benchmarks.exit                     # 5 alternated pairs
 
-Each child process runs one short run in-process (`run()`, 1 epoch: torch, Lightning, TensorBoard and
-matplotlib loaded), registers the handler or not, prints the time and returns; the parent measures
-from that print to the child's end. Results: outputs/benchmarks/exit.json.
+Each child process runs one short run in-process (`run()`, 1 epoch: torch, Lightning, TensorBoard
+and matplotlib loaded), registers the handler or not, prints the time and returns; the parent
+measures from that print to the child's end. Results: outputs/benchmarks/exit.json.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ def exit_seconds(work: Path, freeze: bool) -> float:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.exit", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.exit",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(OUT / "exit.json"))
     parser.add_argument("--child", choices=("plain", "freeze"), help=argparse.SUPPRESS)
