@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -28,6 +29,15 @@ def child_env(**extra: str) -> dict:
 
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def save_json(path, report: dict) -> Path:
+    """Writes a benchmark's results as indented JSON, atomically (the folder made if needed)."""
+    from srn_lightning.files import write_atomic
+
+    path = Path(path)
+    write_atomic(path, json.dumps(report, indent=2) + "\n")
+    return path
 
 
 def quiet() -> None:

@@ -11,7 +11,6 @@ measures from that print to the child's end. Results: outputs/benchmarks/exit.js
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import OUT, REPO, child_env, environment
+from benchmarks.common import OUT, REPO, child_env, environment, save_json
 
 
 def child(work: Path, freeze: bool) -> None:
@@ -64,9 +63,7 @@ def main(argv=None) -> None:
         rows.append(row)
     median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     report = {"benchmark": "exit", **environment(), "runs": rows, "median": median}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_json(args.out, report)
     print("| process exit after a run | without the handler | with it |")
     print("| --- | --- | --- |")
     print(f"| median of {len(rows)} (min-max) | {median['without_s']:.2f} s "

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import tempfile
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, environment, make_cfg, quiet
+from benchmarks.common import OUT, environment, make_cfg, quiet, save_json
 from benchmarks.parity import lightning_fit, plain_fit
 
 
@@ -81,10 +80,8 @@ def main(argv=None) -> None:
         r["ratio"], r["cpu_ratio"] = r["wall_s"] / plain, r["cpu_s"] / plain_cpu
     project = rows[-1]
     project["figure_s"] = statistics.median(t[2] for t in times[names[-1]])
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"benchmark": "floor", "overrides": args.overrides, "threads": args.threads,
-                               **environment(), "results": rows}, indent=2) + "\n")
+    out = save_json(args.out, {"benchmark": "floor", "overrides": args.overrides,
+                               "threads": args.threads, **environment(), "results": rows})
     print("| fit of the book's run | wall s (median) | / plain | CPU s | / plain |")
     print("| --- | --- | --- | --- | --- |")
     for r in rows:

@@ -28,9 +28,8 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, REPO, child_env, environment, make_cfg, quiet
+from benchmarks.common import OUT, REPO, child_env, environment, make_cfg, quiet, save_json
 from benchmarks.plain_loop import device_of, fit_plain
-from srn_lightning.files import write_atomic
 
 MODES = ("none", "norm", "value", "norm_each")
 NORMS = [f"{n}_{when}" for when in ("pre", "post") for n in ("W", "U", "b", "total")]
@@ -234,10 +233,9 @@ def main(argv=None) -> None:
         report = {"benchmark": "parity", "overrides": args.overrides, "threads": args.threads,
                   **environment(device_of(make_cfg(work / "data", *args.overrides))), "results": []}
         out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
         for mode in args.modes:  # the JSON is rewritten after each mode: a cut-short run keeps its figures
             report["results"].append(bench_mode(mode, args.overrides, args.pairs, work, not args.no_memory))
-            write_atomic(out, json.dumps(report, indent=2) + "\n")
+            save_json(out, report)
             print(f"clip={mode}: ratio {report['results'][-1]['ratio_median']:.2f}", file=sys.__stderr__,
                   flush=True)
     results = report["results"]

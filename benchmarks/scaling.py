@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import statistics
 import sys
@@ -22,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, environment, make_cfg, quiet
+from benchmarks.common import OUT, environment, make_cfg, quiet, save_json
 from benchmarks.parity import lightning_fit, parity, plain_fit
 from benchmarks.plain_loop import device_of
 
@@ -67,9 +66,7 @@ def main(argv=None) -> None:
     device = device_of(make_cfg(work / "data", *args.overrides))
     report = {"benchmark": "scaling", "overrides": args.overrides, "threads": args.threads,
               **environment(device), "results": results}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_json(args.out, report)
     print("| length | hidden | plain fit s | Lightning fit s | ratio |")
     print("| --- | --- | --- | --- | --- |")
     for r in results:

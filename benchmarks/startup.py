@@ -21,7 +21,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import OUT, child_env, environment, wall
+from benchmarks.common import OUT, child_env, environment, save_json, wall
 
 
 def main(argv=None) -> None:
@@ -54,9 +54,7 @@ def main(argv=None) -> None:
     report = {"benchmark": "startup", "overrides": args.overrides, **environment(), "runs": rows,
               "median": median, "overhead_beyond_imports_s": {
                   "median": statistics.median(beyond), "min": min(beyond), "max": max(beyond)}}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_json(args.out, report)
     print("| import torch, lightning | whole command | fit | test | command - fit - test | beyond the imports (min-max) |")
     print("| --- | --- | --- | --- | --- | --- |")
     b = report["overhead_beyond_imports_s"]

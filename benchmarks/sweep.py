@@ -13,14 +13,13 @@ fight for them. Results: outputs/benchmarks/sweep.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import OUT, child_env, environment, wall
+from benchmarks.common import OUT, child_env, environment, save_json, wall
 from srn_lightning.data import ensure_files
 
 SWEEP = ["-m", "clip=norm,value,none", "length=10,20"]
@@ -56,9 +55,7 @@ def main(argv=None) -> None:
               "basic_median_s": statistics.median(r["basic"] for r in rows),
               "joblib_median_s": statistics.median(r["joblib"] for r in rows),
               "ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = save_json(args.out, report)
     print("| 6-job sweep | basic launcher | joblib, n_jobs=2 | joblib / basic (min-max) |")
     print("| --- | --- | --- | --- |")
     print(f"| wall, median of {len(rows)} | {report['basic_median_s']:.1f} s | {report['joblib_median_s']:.1f} s "
