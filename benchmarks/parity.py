@@ -189,25 +189,24 @@ def probe(side: str, mode: str, overrides: list[str], work: Path, stdout) -> Non
 
 
 def table(results: list[dict]) -> str:
-    lines = [
-        "| clip | steps | plain fit s (median) | Lightning fit s (median) | ratio median | ratio min-max "
-        "| CPU-time ratio | max loss diff | peak RSS growth MB plain / Lightning "
-        "| tracemalloc peak MB plain / Lightning |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-    ]
+    cuda = any(r["memory"] and "cuda_peak_allocated_mb" in r["memory"]["plain"] for r in results)
+    header = ["clip", "steps", "plain fit s (median)", "Lightning fit s (median)", "ratio median",
+              "ratio min-max", "CPU-time ratio", "max loss diff",
+              "peak RSS growth MB plain / Lightning", "tracemalloc peak MB plain / Lightning"]
+    keys = ["peak_rss_growth_mb", "tracemalloc_peak_mb"]
+    if cuda:
+        header.append("CUDA peak allocated MB plain / Lightning")
+        keys.append("cuda_peak_allocated_mb")
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     for r in results:
-        m = r["memory"] or {s: {"peak_rss_growth_mb": float("nan"), "tracemalloc_peak_mb": float("nan")}
-                            for s in ("plain", "lightning")}
-        lines.append(
-            f"| {r['mode']} | {r['steps']} | {r['plain_median_s']:.3f} | {r['lightning_median_s']:.3f} "
-            f"| {r['ratio_median']:.2f} | {r['ratio_min']:.2f}-{r['ratio_max']:.2f} "
-            f"| {r['cpu_ratio_median']:.2f} | {r['parity']['loss_max_rel_diff']:.1e} "
-            f"| {m['plain']['peak_rss_growth_mb']:.1f} / {m['lightning']['peak_rss_growth_mb']:.1f} "
-            f"| {m['plain']['tracemalloc_peak_mb']:.1f} / {m['lightning']['tracemalloc_peak_mb']:.1f} |"
-        )
-        if "cuda_peak_allocated_mb" in m["plain"]:
-            lines[-1] += (f" CUDA peak allocated MB plain / Lightning: {m['plain']['cuda_peak_allocated_mb']:.1f}"
-                          f" / {m['lightning']['cuda_peak_allocated_mb']:.1f} |")
+        m = r["memory"] or {s: {} for s in ("plain", "lightning")}
+        cells = [r["mode"], str(r["steps"]), f"{r['plain_median_s']:.3f}",
+                 f"{r['lightning_median_s']:.3f}", f"{r['ratio_median']:.2f}",
+                 f"{r['ratio_min']:.2f}-{r['ratio_max']:.2f}",
+                 f"{r['cpu_ratio_median']:.2f}", f"{r['parity']['loss_max_rel_diff']:.1e}"]
+        nan = float("nan")
+        cells += [f"{m['plain'].get(k, nan):.1f} / {m['lightning'].get(k, nan):.1f}" for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
