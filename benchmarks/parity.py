@@ -59,36 +59,32 @@ def timed_trainer_fit(times: list):
 def lightning_fit(cfg, run_dir) -> dict:
     from lightning.pytorch import Callback
 
-    from srn_lightning.callbacks import GradNormMonitor, read_grad_norms
-    from srn_lightning.train import run
+    from srn_lightning import record, train
 
     class FinalWeights(Callback):  # the weights at the end of fit, before test loads the best
         def on_fit_end(self, trainer, pl_module):
             self.state = {k: v.detach().cpu().clone() for k, v in pl_module.model.state_dict().items()}
 
     final, times = FinalWeights(), []
-    draw, drawn = getattr(GradNormMonitor, "draw", None), []
+    draw, drawn = train.draw, []
 
-    def timed_draw(self, trainer):  # the figure's share of the fit
+    def timed_draw(*args, **kwargs):  # the figure's share of the run
         start = time.perf_counter()
-        draw(self, trainer)
+        draw(*args, **kwargs)
         drawn.append(time.perf_counter() - start)
 
-    patch = hasattr(GradNormMonitor, "draw")  # older trees draw inside on_train_end
-    if patch:
-        GradNormMonitor.draw = timed_draw
+    train.draw = timed_draw
     try:
         with timed_trainer_fit(times):
-            run(cfg, run_dir, callbacks=[final])
+            metrics = train.run(cfg, run_dir, callbacks=[final])
     finally:
-        if patch:
-            GradNormMonitor.draw = draw
-    rows = read_grad_norms(Path(run_dir) / "grad_norms.csv")
+        train.draw = draw
+    rows = record.read_grad_norms(Path(run_dir) / record.CSV_NAME)
     f64 = torch.float64  # the CSV holds the float32 values exactly; compared as float64
     return {"losses": torch.tensor(rows["loss"], dtype=f64),
             "norms": torch.tensor([rows[c] for c in NORMS], dtype=f64).T,
             "state": final.state, "fit_seconds": times[0][0], "fit_cpu_seconds": times[0][1],
-            "figure_seconds": sum(drawn)}
+            "figure_seconds": sum(drawn), "dev_best": metrics["dev_best"]}
 
 
 def plain_fit(cfg, run_dir) -> dict:

@@ -16,27 +16,18 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from torch.nn.utils import get_total_norm
+
+from srn_lightning.clipping import clip_gradients_
 from srn_lightning.data import DigitSumDataModule
 from srn_lightning.model import SeqClassifier
-from srn_lightning.module import clip_grad_norm_each_
-
-TRACKED = ("rnn_model.W", "rnn_model.U", "rnn_model.b")
 
 
-def step_norms(model, tracked: list[int]) -> torch.Tensor:
-    """[W, U, b, total] L2 gradient norms: one foreach op, no host sync."""
-    norms = torch.stack(torch._foreach_norm([p.grad for p in model.parameters()]))
-    return torch.cat([norms[tracked], torch.linalg.vector_norm(norms).reshape(1)])
-
-
-def clip_(model, mode: str, val: float | None) -> None:
-    # Lightning's "norm" and "value" are exactly these torch calls; "norm_each" is the package's own.
-    if mode == "norm":
-        torch.nn.utils.clip_grad_norm_(model.parameters(), val)
-    elif mode == "value":
-        torch.nn.utils.clip_grad_value_(model.parameters(), val)
-    elif mode == "norm_each":
-        clip_grad_norm_each_(model.parameters(), val)
+def step_norms(model) -> torch.Tensor:
+    """[W, U, b, total] L2 gradient norms, no host sync."""
+    rnn = model.rnn_model
+    tracked = [torch.linalg.vector_norm(p.grad) for p in (rnn.W, rnn.U, rnn.b)]
+    return torch.stack([*tracked, get_total_norm([p.grad for p in model.parameters()])])
 
 
 @torch.no_grad()
@@ -87,8 +78,6 @@ def fit_plain(cfg, run_dir, device: torch.device | str | None = None) -> dict:
     # same construction order as SRNClassifier, so the same seed draws the same weights
     model = SeqClassifier(10, cfg.model.input_size, cfg.model.hidden_size, 19).to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    names = [n for n, _ in model.named_parameters()]
-    tracked = [names.index(n) for n in TRACKED]
 
     start, start_cpu = time.perf_counter(), time.process_time()
     data.prepare_data()
@@ -101,14 +90,14 @@ def fit_plain(cfg, run_dir, device: torch.device | str | None = None) -> dict:
             loss = F.cross_entropy(model(x), y, reduction=cfg.reduction)
             optimizer.zero_grad()
             loss.backward()
-            pre = step_norms(model, tracked)
-            clip_(model, cfg.clip.mode, cfg.clip.val)
-            rows.append(torch.cat([pre, step_norms(model, tracked)]))
+            pre = step_norms(model)
+            clip_gradients_(model.parameters(), cfg.clip.mode, cfg.clip.val)
+            rows.append(torch.cat([pre, step_norms(model)]))
             losses.append(loss.detach())
             optimizer.step()
             step += 1
             with torch.no_grad():  # the same per-step NaN/Inf check as the project's monitor
-                weights = torch.stack(torch._foreach_norm(list(model.parameters()))).sum()
+                weights = get_total_norm(list(model.parameters()))
             if not torch.isfinite(torch.cat([losses[-1].reshape(1), rows[-1], weights.reshape(1)])).all():
                 raise FloatingPointError(f"diverged at step {step - 1}")
         acc, _ = evaluate(model, dev, device)

@@ -1,5 +1,10 @@
-"""The config's schema and value checks: a bad value stops the run before any work, with one line
-that names the key and what is allowed."""
+"""The config's schema and its rules: the dataclasses give every key its type, RULES says what each
+checked key allows. A bad value stops the run before any work, with one line that names the key and
+what is allowed, and that line comes from the same rule as the check.
+
+A new key is: a field here (and a rule if its type does not say all), a line in conf/, a row in the
+README's config table.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +12,35 @@ import difflib
 import math
 import tempfile
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 
 from srn_lightning.errors import UserError
 
-CLIP_MODES = ("none", "norm", "value", "norm_each")
-REDUCTIONS = ("sum", "mean")
+MIN_LENGTH = 3  # two digits to add, then at least one of noise
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+
+
+class ClipMode(StrEnum):
+    none = "none"
+    norm = "norm"
+    value = "value"
+    norm_each = "norm_each"
+
+
+class Reduction(StrEnum):
+    sum = "sum"
+    mean = "mean"
 
 
 @dataclass
 class ClipConfig:
-    mode: str = "none"
+    mode: ClipMode = ClipMode.none
     val: Optional[float] = None
-    plot_steps: int = 40
 
 
 @dataclass
@@ -50,49 +66,59 @@ class Config:
     length: int = 20
     lr: float = 0.2
     seed: int = 0
-    reduction: str = "sum"
+    reduction: Reduction = Reduction.sum
     weight_decay: float = 0.0
     batch_size: int = 64
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    plot_steps: int = 40
+    plot_steps: int = 40  # the clip presets set it: the book shows 40 steps without clipping, 100 with
     resume: Optional[str] = None
     threads: Optional[int] = None
 
 
 ConfigStore.instance().store(name="schema", node=Config)
 
-# What each checked key allows, worded for the one-line error.
-ALLOWED = {
-    "length": "an integer >= 3 (two digits to add, then noise)",
-    "lr": "a finite number > 0",
-    "seed": f"an integer in 0..{MAX_SEED}",
-    "reduction": " or ".join(REDUCTIONS),
-    "weight_decay": "a finite number >= 0",
-    "batch_size": "an integer >= 1",
-    "model.input_size": "an integer >= 1",
-    "model.hidden_size": "an integer >= 1",
-    "clip": ", ".join(CLIP_MODES),
-    "clip.mode": ", ".join(CLIP_MODES),
-    "clip.val": "a finite number > 0 (null with clip=none)",
-    "plot_steps": "an integer >= 1",
-    "clip.plot_steps": "an integer >= 1",
-    "data.num_workers": "an integer >= 0",
-    "trainer.max_epochs": "an integer >= 1",
-    "threads": "an integer >= 1 (null: chosen for the launcher)",
-}
 
-
-class ConfigError(UserError, ValueError):
-    """A config value that is not allowed; str() is the one line to show."""
-
-    def __init__(self, key: str, value: Any, allowed: str | None = None) -> None:
-        super().__init__(f"{key}={value}: not allowed; {key} must be {allowed or ALLOWED[key]}")
-
-
-def _finite(x) -> bool:
+def is_number(x) -> bool:
+    """A finite int or float (not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
+
+def _int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _choices(enum) -> str:
+    return " or ".join(enum) if len(enum) == 2 else ", ".join(enum)
+
+
+class Rule(NamedTuple):
+    key: str  # dotted, as typed on the command line
+    ok: Callable[[Any, Any], bool]  # (value, whole config) -> allowed?
+    allowed: str  # what the one-line error says the key must be
+
+
+RULES = [
+    Rule("length", lambda v, c: _int(v) and v >= MIN_LENGTH,
+         f"an integer >= {MIN_LENGTH} (two digits to add, then noise)"),
+    Rule("lr", lambda v, c: is_number(v) and v > 0, "a finite number > 0"),
+    Rule("seed", lambda v, c: _int(v) and 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}"),
+    Rule("reduction", lambda v, c: v in list(Reduction), _choices(Reduction)),
+    Rule("weight_decay", lambda v, c: is_number(v) and v >= 0, "a finite number >= 0"),
+    Rule("batch_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("model.input_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("model.hidden_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("clip.mode", lambda v, c: v in list(ClipMode), _choices(ClipMode)),
+    Rule("clip.val", lambda v, c: v is None if c.clip.mode == ClipMode.none else is_number(v) and v > 0,
+         "a finite number > 0 with clip=norm, value or norm_each, null with clip=none"),
+    Rule("plot_steps", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("data.num_workers", lambda v, c: _int(v) and v >= 0, "an integer >= 0"),
+    Rule("trainer.max_epochs", lambda v, c: "max_epochs" not in c.trainer or (_int(v) and v >= 1),
+         "an integer >= 1"),
+    Rule("threads", lambda v, c: v is None or (_int(v) and v >= 1),
+         "an integer >= 1 (null: chosen for the launcher)"),
+]
+ALLOWED = {rule.key: rule.allowed for rule in RULES}
 
 # Trainer arguments the project sets itself: a `+trainer.X=` for them would contradict the run's
 # own record of what it did (clipping) or its artifacts.
@@ -107,38 +133,26 @@ RESERVED_TRAINER_KEYS = {
 }
 
 
-def _int(x) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+class ConfigError(UserError, ValueError):
+    """A config value that is not allowed; str() is the one line to show."""
+
+    def __init__(self, key: str, value: Any, allowed: str | None = None) -> None:
+        super().__init__(f"{key}={value}: not allowed; {key} must be {allowed or ALLOWED[key]}")
+
+
+def _get(cfg, key: str):
+    node = cfg
+    for part in key.split("."):
+        node = node.get(part) if node is not None else None
+    return node
 
 
 def validate(cfg) -> None:
     """Value checks the types cannot express. Raises ConfigError for the first bad key."""
-    if cfg.clip.mode == "none" and cfg.clip.val is not None:
-        raise ConfigError("clip.val", cfg.clip.val, "null with clip=none (pick clip=norm, value or norm_each)")
-    max_epochs = cfg.trainer.get("max_epochs", 1)
-    checks = {
-        "length": cfg.length >= 3,
-        "lr": _finite(cfg.lr) and cfg.lr > 0,
-        "seed": 0 <= cfg.seed <= MAX_SEED,
-        "reduction": cfg.reduction in REDUCTIONS,
-        "weight_decay": _finite(cfg.weight_decay) and cfg.weight_decay >= 0,
-        "batch_size": cfg.batch_size >= 1,
-        "model.input_size": cfg.model.input_size >= 1,
-        "model.hidden_size": cfg.model.hidden_size >= 1,
-        "clip.mode": cfg.clip.mode in CLIP_MODES,
-        "clip.val": cfg.clip.mode == "none" or (_finite(cfg.clip.val) and cfg.clip.val > 0),
-        "clip.plot_steps": cfg.clip.plot_steps >= 1,
-        "plot_steps": cfg.plot_steps >= 1,
-        "data.num_workers": cfg.data.num_workers >= 0,
-        "trainer.max_epochs": _int(max_epochs) and max_epochs >= 1,
-        "threads": cfg.threads is None or cfg.threads >= 1,
-    }
-    for key, ok in checks.items():
-        if not ok:
-            value = cfg
-            for part in key.split("."):
-                value = value[part]
-            raise ConfigError(key, value)
+    for rule in RULES:
+        value = _get(cfg, rule.key)
+        if not rule.ok(value, cfg):
+            raise ConfigError(rule.key, value)
     for key, why in RESERVED_TRAINER_KEYS.items():
         if key in cfg.trainer and not (key == "accumulate_grad_batches" and cfg.trainer[key] == 1):
             raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"left out: {why}")

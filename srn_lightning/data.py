@@ -18,6 +18,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
+from srn_lightning.config import MIN_LENGTH
 from srn_lightning.errors import UserError
 from srn_lightning.files import write_atomic
 
@@ -51,8 +52,9 @@ def generate(lengths=BOOK_LENGTHS, seed: int = BOOK_SEED) -> dict[int, dict[str,
     rng = np.random.RandomState(seed)  # the same stream as np.random.seed(seed) + np.random.randint
     out = {}
     for length in lengths:
-        if length < 3:
-            raise ValueError(f"length must be >= 3 (two digits plus noise), got {length}")
+        if length < MIN_LENGTH:
+            raise ValueError(f"every length must be an integer >= {MIN_LENGTH} (two digits plus noise), "
+                             f"got {length}")
         out[length] = {split: _make_split(rng, length, COPIES[split]) for split in SPLITS}
     return out
 
@@ -190,12 +192,12 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--out", required=True, help="output directory")
     parser.add_argument(
-        "--lengths", type=int, nargs="+", default=list(BOOK_LENGTHS), help="sequence lengths (>= 3)"
+        "--lengths", type=int, nargs="+", default=list(BOOK_LENGTHS), help=f"sequence lengths (>= {MIN_LENGTH})"
     )
     args = parser.parse_args(argv)
-    bad = [n for n in args.lengths if n < 3]
+    bad = [n for n in args.lengths if n < MIN_LENGTH]
     if bad:
-        parser.error(f"--lengths: every length must be an integer >= 3, got {bad[0]}")
+        parser.error(f"--lengths: every length must be an integer >= {MIN_LENGTH}, got {bad[0]}")
     for length in args.lengths:
         ensure_files(args.out, length, regenerate=True)
         for split in SPLITS:

@@ -8,17 +8,8 @@ from lightning.pytorch import LightningModule
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
+from srn_lightning.clipping import LIGHTNING_ALGORITHMS, clip_gradients_
 from srn_lightning.model import SeqClassifier
-
-
-@torch.no_grad()
-def clip_grad_norm_each_(parameters, max_norm: float) -> None:
-    """Paddle's ClipGradByNorm, the book's clip: EACH gradient is scaled by its own L2 norm,
-    g <- g * max_norm / max(||g||, max_norm). (torch's clip_grad_norm_ scales all of them by the
-    global norm instead.)"""
-    for p in parameters:
-        if p.grad is not None:
-            p.grad.mul_(max_norm / torch.linalg.vector_norm(p.grad).clamp(min=max_norm))
 
 
 class SRNClassifier(LightningModule):
@@ -26,7 +17,8 @@ class SRNClassifier(LightningModule):
 
     `reduction="sum"` is the book's choice: it makes gradients batch-size times larger, which is
     what drives the explosion. Clipping `norm` and `value` is Lightning's own (Trainer's
-    `gradient_clip_val`); `norm_each` is done here, in `configure_gradient_clipping`.
+    `gradient_clip_val`); `norm_each` is done here, in `configure_gradient_clipping`
+    (srn_lightning/clipping.py has all four).
     """
 
     def __init__(
@@ -48,6 +40,11 @@ class SRNClassifier(LightningModule):
         # mean per example; "disable": a diverged run's NaN loss is reported as NaN, not dropped
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
+
+    def tracked_parameters(self) -> dict[str, torch.nn.Parameter]:
+        """The parameters whose gradient norms the run records, by the names of the book's figure."""
+        rnn = self.model.rnn_model
+        return {"W": rnn.W, "U": rnn.U, "b": rnn.b}
 
     def forward(self, digits: torch.Tensor) -> torch.Tensor:
         return self.model(digits)
@@ -90,7 +87,7 @@ class SRNClassifier(LightningModule):
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
     ) -> None:
-        if self.hparams.clip_mode == "norm_each":
-            clip_grad_norm_each_(self.parameters(), self.hparams.clip_val)
-        else:  # Lightning's own: global norm or value, from the Trainer's gradient_clip_* settings
+        if self.hparams.clip_mode in LIGHTNING_ALGORITHMS:  # from the Trainer's gradient_clip_*
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        else:
+            clip_gradients_(self.parameters(), self.hparams.clip_mode, self.hparams.clip_val)

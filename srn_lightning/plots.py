@@ -9,27 +9,35 @@ from pathlib import Path
 STYLES = {"W": ("-", "#8E004D"), "U": ("-.", "#E20079"), "b": ("--", "#3D3D3F")}
 
 
-def plot_grad_norms(steps, norms: dict, out_stem, keep_steps: int | None = None, title: str = ""):
-    """Plot the L2 gradient norm of W, U and b against the step, as the book does, keeping the first
-    `keep_steps` steps (all if None). Writes `<out_stem>.png` and `.pdf`; returns the Figure."""
+def plot_grad_norms(columns: dict, out_stem, keep_steps: int | None = None, title: str = ""):
+    """The book's figure: the pre-clip L2 gradient norm of W, U and b (`columns["W_pre"]`, ...)
+    against `columns["step"]`, the first `keep_steps` steps (all if None). Writes `<out_stem>.png`
+    and `.pdf`; returns the PNG's pixels, RGBA [height, width, 4]."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.image import imsave
 
+    steps = columns["step"]
     n = len(steps) if keep_steps is None else min(keep_steps, len(steps))
-    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    fig = Figure(figsize=(6.4, 4.2), dpi=120, layout="constrained")
     ax = fig.add_subplot()
     for name, (style, color) in STYLES.items():
-        ax.plot(steps[:n], norms[name][:n], style, color=color, label=f"{name}_grad_l2")
+        ax.plot(steps[:n], columns[f"{name}_pre"][:n], style, color=color, label=f"{name}_grad_l2")
     ax.set_xlabel("step")
     ax.set_ylabel("L2 norm")
     if title:
         ax.set_title(title, fontsize=10)
     ax.legend(loc="upper right")
     out_stem = Path(out_stem)
-    fig.savefig(out_stem.with_suffix(".png"), dpi=120)
-    # Constrained layout is most of a draw's cost: the PDF reuses the layout the PNG's draw found.
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()  # drawn once: the PNG and the returned pixels are this drawing
+    pixels = np.asarray(canvas.buffer_rgba()).copy()
+    imsave(out_stem.with_suffix(".png"), pixels)
+    # Constrained layout is most of a draw's cost: the PDF reuses the layout the drawing found.
     fig.set_layout_engine("none")
-    fig.savefig(out_stem.with_suffix(".pdf"), dpi=120)
-    return fig
+    fig.savefig(out_stem.with_suffix(".pdf"))
+    return pixels
 
 
 NORM_FLOOR = 1e-6  # lowest norm the sweep figure shows

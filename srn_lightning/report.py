@@ -25,7 +25,6 @@ import atexit
 import contextlib
 import csv
 import io
-import json
 import logging
 import math
 import statistics
@@ -35,16 +34,14 @@ import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
-from srn_lightning import plots
+from srn_lightning import plots, record
+from srn_lightning.config import is_number
 from srn_lightning.files import write_atomic
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEYS = ["clip_mode", "clip_val", "length", "lr", "seed", "reduction", "weight_decay",
-               "batch_size", "hidden_size"]  # train.config_summary's keys
-NORMS = [f"{n}_pre_{which}" for which in ("max", "last") for n in ("W", "U", "b", "total")]
-JOB_COLUMNS = ["job", "dir", "overrides", "status", *CONFIG_KEYS, "epochs", "steps", "dev_best",
-               "test_acc", *NORMS, "fit_seconds", "diverged_step", "error"]
+JOB_COLUMNS = ["job", "dir", "overrides", "status", *record.CONFIG_KEYS, "epochs", "steps", "dev_best",
+               "test_acc", *record.NORM_KEYS, "fit_seconds", "diverged_step", "error"]
 AGGREGATED = ["test_acc", "dev_best", "W_pre_max", "total_pre_max"]
 CLIP_ORDER = ["none", "norm", "value", "norm_each"]
 MISSING = "missing"
@@ -84,18 +81,15 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     overrides = [str(o) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []]
     row = {"job": num, "dir": str(job_dir.relative_to(sweep_dir)),
            "overrides": " ".join(overrides), "_overrides": overrides}
-    metrics_path = job_dir / "metrics.json"
     try:
-        metrics = json.loads(metrics_path.read_text())
+        metrics = record.read_metrics(job_dir)
     except FileNotFoundError:
         metrics = {"status": MISSING}
     except ValueError as err:
         metrics = {"status": MISSING, "error": f"unreadable metrics.json: {err}"}
     if metrics["status"] == MISSING:
         try:
-            from srn_lightning.train import config_summary
-
-            metrics.update(config_summary(OmegaConf.load(job_dir / ".hydra" / "config.yaml")))
+            metrics.update(record.config_summary(OmegaConf.load(job_dir / ".hydra" / "config.yaml")))
         except Exception:  # a config this code cannot read: the row keeps its overrides only
             pass
     row.update(metrics)
@@ -103,35 +97,19 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
 
 
 def read_norms(job_dir: Path, column: str = "W_pre") -> tuple[list, list]:
-    """(steps, norms) from a job's grad_norms.csv; rows still being written are skipped, and a
-    non-finite norm (a diverged run) becomes NaN, a gap in the curve. W by default: the recurrent
-    weight whose gradient explodes, then vanishes (the total stays up with the output layer's)."""
-    steps, norms = [], []
-    try:
-        with (job_dir / "grad_norms.csv").open(newline="") as f:
-            for r in csv.DictReader(f):
-                try:
-                    step, norm = int(r["step"]), float(r[column])
-                except (TypeError, ValueError, KeyError):
-                    continue
-                steps.append(step)
-                norms.append(norm if math.isfinite(norm) else math.nan)
-    except FileNotFoundError:
-        pass
-    return steps, norms
+    """(steps, norms) from a job's grad_norms.csv, as far as it is written; a non-finite norm (a
+    diverged run) becomes NaN, a gap in the curve. W by default: the recurrent weight whose gradient
+    explodes, then vanishes (the total stays up with the output layer's)."""
+    cols = record.read_grad_norms(job_dir / record.CSV_NAME, partial=True)
+    return cols["step"], [v if math.isfinite(v) else math.nan for v in cols[column]]
 
 
 # ---- aggregating ---------------------------------------------------------------------------------
 
-def _number(v) -> float | None:
-    ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-    return float(v) if ok else None
-
-
 def mean_std_n(values) -> tuple[float | None, float | None, int]:
     """Mean, SAMPLE standard deviation (n - 1 in the denominator: the seeds are a sample of all
     seeds) and n, over the finite numbers among `values`; std is None with fewer than two."""
-    xs = [x for x in map(_number, values) if x is not None]
+    xs = [float(x) for x in values if is_number(x)]
     mean = statistics.mean(xs) if xs else None
     std = statistics.stdev(xs) if len(xs) > 1 else None
     return mean, std, len(xs)

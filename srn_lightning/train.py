@@ -1,4 +1,4 @@
-"""Train the book's SRN from a Hydra config: fit, test the best-on-dev checkpoint, write artifacts.
+"""Train the book's SRN from a Hydra config: build, fit, test the best-on-dev checkpoint, record.
 
     python -m srn_lightning.train clip=none
     python -m srn_lightning.train -m clip=norm,value,none length=10,20
@@ -8,59 +8,187 @@ from __future__ import annotations
 
 import atexit
 import gc
-import json
 import logging
-import math
 import os
 import sys
 import time
 import warnings
 from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
 
 import hydra
 from omegaconf import DictConfig
 
+from srn_lightning import record
 from srn_lightning.config import check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
-from srn_lightning.files import write_atomic
 from srn_lightning.resume import resume_argv
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-def trainer_clip_kwargs(clip: DictConfig) -> dict:
-    """Lightning clips `norm` (global) and `value` itself; `norm_each` is the module's own."""
-    if clip.mode in ("norm", "value"):
-        return {"gradient_clip_val": clip.val, "gradient_clip_algorithm": clip.mode}
-    return {}
+class Built(NamedTuple):
+    """What a run trains with, built from its config."""
+
+    trainer: Any
+    module: Any
+    datamodule: Any
+    monitor: Any
+    best: Any  # the ModelCheckpoint that keeps the best epoch on dev
 
 
-def config_summary(cfg: DictConfig) -> dict:
-    """The config keys a run is known by, as they appear in metrics.json and sweep reports."""
-    return {
-        "clip_mode": cfg.clip.mode,
-        "clip_val": cfg.clip.val,
-        "length": cfg.length,
-        "lr": cfg.lr,
-        "seed": cfg.seed,
-        "reduction": cfg.reduction,
-        "weight_decay": cfg.weight_decay,
-        "batch_size": cfg.batch_size,
-        "hidden_size": cfg.model.hidden_size,
-    }
+def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
+    """One run in `run_dir`: build, fit, test the best-on-dev checkpoint, record. Returns the
+    metrics it also writes to `run_dir/metrics.json`. `callbacks` are added to the project's own
+    (handy for notebooks and tests).
+
+    status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
+    is tested); "interrupted" (SIGINT/SIGTERM: last.ckpt holds the last completed epoch; raises
+    SystemExit after writing metrics.json).
+    """
+    validate(cfg)
+    check_trainer_keys(cfg.trainer)
+    from lightning.pytorch import seed_everything
+
+    run_dir = Path(run_dir)
+    seed_everything(cfg.seed, workers=True, verbose=False)
+    built = build(cfg, run_dir, callbacks)
+    outcome = fit(built, cfg.resume)
+    if outcome["status"] == "interrupted":
+        stop_interrupted(cfg, built, run_dir)
+    finished = False
+    try:
+        metrics = record.finished_metrics(
+            cfg=cfg, **outcome, **evaluate_best(built), epochs=built.trainer.current_epoch,
+            steps=built.trainer.global_step, columns=record.columns(built.monitor.rows()),
+        )
+        draw(cfg, built, run_dir)
+        built.trainer.logger.log_hyperparams(record.hparams(cfg), record.hparam_metrics(metrics))
+        finished = True
+    finally:
+        # the figure and HParams events written after test: flushed and closed here, not left to
+        # the process's exit ("success" also rewrites the logger's hparams.yaml)
+        built.trainer.logger.finalize("success" if finished else "failed")
+    record.write_metrics(run_dir, metrics)
+    return metrics
 
 
-def hparams(cfg: DictConfig) -> dict:
-    """The flat hyper-parameters every run logs to TensorBoard's HParams tab. The same keys and
-    types in every run, so the table and parallel coordinates line up across a sweep: no clipping is
-    threshold 0.0, which is also how Lightning's `gradient_clip_val` says "off"."""
-    return {
-        **config_summary(cfg),
-        "clip_val": float(cfg.clip.val or 0.0),
-        "input_size": cfg.model.input_size,
-        "max_epochs": cfg.trainer.max_epochs,
-    }
+def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
+    """The DataModule, the LightningModule and a Trainer with the run's callbacks and logger."""
+    from lightning.pytorch import Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from srn_lightning import clipping
+    from srn_lightning.callbacks import GradNormMonitor, GradNormWriter, StopOnNonFinite
+    from srn_lightning.data import DigitSumDataModule
+    from srn_lightning.module import SRNClassifier
+
+    datamodule = DigitSumDataModule(
+        hydra.utils.to_absolute_path(cfg.data.dir), cfg.length, cfg.batch_size, cfg.seed,
+        cfg.data.num_workers, cfg.data.regenerate,
+    )
+    module = SRNClassifier(
+        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, reduction=str(cfg.reduction), clip_mode=str(cfg.clip.mode),
+        clip_val=cfg.clip.val,
+    )
+    best = ModelCheckpoint(  # the best on dev, tested at the end
+        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
+        mode="max", auto_insert_metric_name=False,
+    )
+    # Every epoch's end, for resume. (save_last=True above would not do: Lightning 2.6 writes
+    # last.ckpt only when it also writes a best one, so it would hold the best epoch, not the last.)
+    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
+    monitor = GradNormMonitor(module.tracked_parameters())
+    trainer = Trainer(
+        **cfg.trainer,
+        default_root_dir=run_dir,
+        logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False),
+        callbacks=[best, last, monitor, StopOnNonFinite(monitor),
+                   GradNormWriter(monitor, run_dir / record.CSV_NAME), *callbacks],
+        **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
+    )
+    return Built(trainer, module, datamodule, monitor, best)
+
+
+def fit(built: Built, ckpt_path) -> dict:
+    """Trains (from `ckpt_path` when resuming); returns how it ended, `status` "completed",
+    "diverged" (with `diverged_step`) or "interrupted", and `fit_seconds`."""
+    from srn_lightning.callbacks import Diverged
+
+    start = time.perf_counter()
+    try:
+        built.trainer.fit(built.module, datamodule=built.datamodule, ckpt_path=ckpt_path,
+                          weights_only=True)
+        outcome = {"status": "completed"}
+    except Diverged as err:
+        log.warning("diverged: %s; stopped, artifacts kept", err)
+        outcome = {"status": "diverged", "diverged_step": err.step}
+    except SystemExit:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after a graceful stop
+        if not built.trainer.interrupted:
+            raise
+        outcome = {"status": "interrupted"}
+    return {**outcome, "fit_seconds": time.perf_counter() - start}
+
+
+def evaluate_best(built: Built) -> dict:
+    """The best-on-dev checkpoint: `dev_best`, its file `best_checkpoint`, and its `test_acc`;
+    None for each when there is none (a run that diverged before its first validation)."""
+    best = built.best
+    if not best.best_model_path:
+        return {"dev_best": None, "best_checkpoint": None, "test_acc": None}
+    (test,) = built.trainer.test(built.module, datamodule=built.datamodule, verbose=False,
+                                 ckpt_path=best.best_model_path, weights_only=True)
+    return {"dev_best": float(best.best_model_score), "best_checkpoint": Path(best.best_model_path).name,
+            "test_acc": test["test/acc"]}
+
+
+def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
+    """The book's figure from the monitor's rows, as PNG and PDF, and as an image in TensorBoard."""
+    from srn_lightning import plots
+    from srn_lightning.callbacks import log_image
+
+    clip = cfg.clip.mode if cfg.clip.val is None else f"{cfg.clip.mode} {cfg.clip.val}"
+    pixels = plots.plot_grad_norms(
+        record.columns(built.monitor.rows()), run_dir / record.FIGURE_STEM, cfg.plot_steps,
+        title=f"clip={clip}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}",
+    )
+    log_image(built.trainer, "grad_norms", pixels, built.trainer.global_step)
+
+
+def stop_interrupted(cfg: DictConfig, built: Built, run_dir: Path) -> NoReturn:
+    """An interrupted run's record: the figure of what was measured, metrics.json saying how to
+    go on; then SystemExit with that line."""
+    epochs_done = built.trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
+    draw(cfg, built, run_dir)
+    built.trainer.logger.finalize("failed")  # as Lightning does on an interrupt
+    resume = f"python -m srn_lightning.train resume={run_dir}"
+    record.write_metrics(run_dir, record.interrupted_metrics(
+        cfg, epochs=epochs_done, steps=built.trainer.global_step, resume=resume))
+    raise SystemExit(f"interrupted after {epochs_done} completed epochs; continue with: {resume}")
+
+
+# ---- the process -------------------------------------------------------------------------------
+
+def setup_process(cfg: DictConfig, launcher: DictConfig) -> None:
+    """What a process that runs jobs sets up: its log handlers, warning filters, exit handler and
+    torch threads."""
+    import lightning
+    import torch
+
+    # Hydra's handlers (console and the run's train.log) print Lightning's messages; its own console
+    # handler would print each of them a second time.
+    logging.getLogger(lightning.__name__).handlers.clear()
+    # Everything lives in memory: worker processes would only slow a run this small down.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
+    exit_without_final_collection()
+    threads = job_threads(cfg, launcher)
+    if threads:
+        torch.set_num_threads(threads)
+    log.info("torch threads: %d", torch.get_num_threads())
 
 
 def job_threads(cfg: DictConfig, launcher: DictConfig) -> int | None:
@@ -99,157 +227,31 @@ def exit_without_final_collection() -> None:
 _exit_registered = False
 
 
-def write_metrics(run_dir, metrics: dict) -> None:
-    write_atomic(Path(run_dir) / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
-
-
-def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
-    """One run in `run_dir`: returns the metrics it also writes to `run_dir/metrics.json`.
-    `callbacks` are added to the project's own (handy for notebooks and tests).
-
-    status "completed"; "diverged" (NaN/Inf: a result, with the step, the best checkpoint before it
-    tested); "interrupted" (SIGINT/SIGTERM: last.ckpt holds the last completed epoch; raises
-    SystemExit after writing metrics.json).
-    """
-    validate(cfg)
-    check_trainer_keys(cfg.trainer)
-    from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import TensorBoardLogger
-
-    from srn_lightning.callbacks import TRACKED, Diverged, GradNormMonitor, read_grad_norms
-    from srn_lightning.data import DigitSumDataModule
-    from srn_lightning.module import SRNClassifier
-
-    run_dir = Path(run_dir)
-    seed_everything(cfg.seed, workers=True, verbose=False)
-    datamodule = DigitSumDataModule(
-        hydra.utils.to_absolute_path(cfg.data.dir), cfg.length, cfg.batch_size, cfg.seed,
-        cfg.data.num_workers, cfg.data.regenerate,
-    )
-    module = SRNClassifier(
-        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, reduction=cfg.reduction, clip_mode=cfg.clip.mode,
-        clip_val=cfg.clip.val,
-    )
-    clip_name = cfg.clip.mode if cfg.clip.val is None else f"{cfg.clip.mode} {cfg.clip.val}"
-    checkpoint = ModelCheckpoint(  # the best on dev, tested at the end
-        dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
-        mode="max", auto_insert_metric_name=False,
-    )
-    # Every epoch's end, for resume. (save_last=True above would not do: Lightning 2.6 writes
-    # last.ckpt only when it also writes a best one, so it would hold the best epoch, not the last.)
-    last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
-    monitor = GradNormMonitor(
-        run_dir, plot_steps=cfg.plot_steps,
-        title=f"clip={clip_name}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}",
-    )
-    trainer = Trainer(
-        **cfg.trainer,
-        default_root_dir=run_dir,
-        logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False),
-        callbacks=[checkpoint, last, monitor, *callbacks],
-        **trainer_clip_kwargs(cfg.clip),
-    )
-
-    status, extra = "completed", {}
-    start = time.perf_counter()
+def record_failure(cfg: DictConfig, run_dir: Path, err: Exception) -> str:
+    """A failed job is a result too: metrics.json says so, so a sweep report has its row. A
+    metrics.json that a finished run left is never overwritten. Returns the reason."""
+    reason = explain(err) or f"{type(err).__name__}: {err}"
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.resume, weights_only=True)
-    except Diverged as err:
-        status, extra = "diverged", {"diverged_step": err.step}
-        log.warning("diverged: %s; stopped, artifacts kept", err)
-    except SystemExit:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after a graceful stop
-        if not trainer.interrupted:
-            raise
-        epochs_done = trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
-        monitor.draw(trainer)
-        trainer.logger.finalize("failed")  # as Lightning does on an interrupt
-        write_metrics(run_dir, {
-            "status": "interrupted", **config_summary(cfg), "epochs": epochs_done,
-            "steps": trainer.global_step,
-            "resume": f"python -m srn_lightning.train resume={run_dir}",
-        })
-        raise SystemExit(
-            f"interrupted after {epochs_done} completed epochs; continue with: "
-            f"python -m srn_lightning.train resume={run_dir}"
-        ) from None
-    fit_seconds = time.perf_counter() - start
-
-    finished = False
-    try:
-        test_acc = None
-        # a diverged run may have stopped before its first validation: then there is no best
-        if checkpoint.best_model_path:
-            (test,) = trainer.test(module, datamodule=datamodule, verbose=False,
-                                   ckpt_path=checkpoint.best_model_path, weights_only=True)
-            test_acc = test["test/acc"]
-        monitor.draw(trainer)
-
-        norms = read_grad_norms(monitor.csv_path)
-        best = checkpoint.best_model_score
-        metrics = {
-            "status": status,
-            **extra,
-            **config_summary(cfg),
-            "epochs": trainer.current_epoch,
-            "steps": trainer.global_step,
-            "dev_best": None if best is None else float(best),
-            "best_checkpoint": Path(checkpoint.best_model_path).name or None,
-            "test_acc": test_acc,
-            **{f"{n}_pre_max": max(_finite(norms[n]), default=None) for n in TRACKED},
-            **{f"{n}_pre_last": (_finite(norms[n]) or [None])[-1] for n in TRACKED},
-            "fit_seconds": round(fit_seconds, 3),
-        }
-        # the same metrics in every run (NaN where a diverged run has none): HParams rows line up
-        trainer.logger.log_hyperparams(hparams(cfg), {
-            f"hparams/{k}": float("nan") if metrics[k] is None else metrics[k]
-            for k in ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
-        })
-        finished = True
-    finally:
-        # the figure and HParams events written after test: flushed and closed here, not left to
-        # the process's exit ("success" also rewrites the logger's hparams.yaml)
-        trainer.logger.finalize("success" if finished else "failed")
-    write_metrics(run_dir, metrics)
-    return metrics
-
-
-def _finite(values) -> list:
-    """A diverged run's last row holds NaN or Inf: metrics.json reports the finite values only."""
-    return [v for v in values if math.isfinite(v)]
+        finished = record.read_metrics(run_dir)["status"] == "completed"
+    except (OSError, ValueError):
+        finished = False
+    if not finished:
+        record.write_metrics(run_dir, record.failed_metrics(cfg, reason))
+    return reason
 
 
 @hydra.main(config_path=CONFIG_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes (0 if none)."""
-    import lightning
     from hydra.core.hydra_config import HydraConfig
 
-    # Hydra's handlers (console and the run's train.log) print Lightning's messages; its own console
-    # handler would print each of them a second time.
-    logging.getLogger(lightning.__name__).handlers.clear()
-    # Everything lives in memory: worker processes would only slow a run this small down.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
-    exit_without_final_collection()  # here: this runs in every process that runs a job
     hydra_cfg = HydraConfig.get()
+    setup_process(cfg, hydra_cfg.launcher)
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    import torch
-
-    threads = job_threads(cfg, hydra_cfg.launcher)
-    if threads:
-        torch.set_num_threads(threads)
-    log.info("torch threads: %d", torch.get_num_threads())
     try:
         metrics = run(cfg, run_dir)
     except Exception as err:
-        # A failed job is a result too: metrics.json says so, so a sweep report has its row. A
-        # metrics.json that a finished run left is never overwritten.
-        reason = explain(err) or f"{type(err).__name__}: {err}"
-        old = run_dir / "metrics.json"
-        if not old.exists() or json.loads(old.read_text()).get("status") != "completed":
-            write_metrics(run_dir, {"status": "failed", "error": reason, **config_summary(cfg)})
+        reason = record_failure(cfg, run_dir, err)
         log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
         raise  # in a sweep Hydra runs the other jobs, then exits non-zero
     return metrics["dev_best"] or 0.0

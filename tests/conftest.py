@@ -1,3 +1,8 @@
+"""What the tests share: the book's data files, the composed config, and the command line run as a
+user runs it (in a child process that imports this checkout)."""
+
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -8,6 +13,13 @@ from srn_lightning.data import ensure_files
 from srn_lightning.train import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
+QUIET = ["trainer.enable_progress_bar=false"]
+
+
+def compose_cfg(*overrides: str):
+    """The project's real config with overrides, as `python -m srn_lightning.train` composes it."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides))
 
 
 @pytest.fixture(scope="session")
@@ -21,17 +33,31 @@ def data_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def make_cfg(data_dir):
-    """Compose the project's real config with overrides, as `python -m srn_lightning.train` would."""
+    """`compose_cfg` with the session's data files and no progress bar."""
 
     def make(*overrides: str):
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            return compose(
-                "config",
-                overrides=[f"data.dir={data_dir}", "trainer.enable_progress_bar=false", *overrides],
-            )
+        return compose_cfg(f"data.dir={data_dir}", *QUIET, *overrides)
 
     return make
 
 
+def child_env(**extra: str) -> dict:
+    """This process's environment, with this checkout first on PYTHONPATH."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "srn_lightning.train", *args]
+
+
+def run_cli(args, cwd, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m srn_lightning.train ARGS` in `cwd`, to its end; its output captured as text."""
+    return subprocess.run(cli(*args), cwd=cwd, env=child_env(), capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def start_cli(args, cwd, **popen) -> subprocess.Popen:
+    """`python -m srn_lightning.train ARGS` in `cwd`, started and left running; output piped."""
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen(cli(*args), cwd=cwd, env=child_env(), text=True, **popen)

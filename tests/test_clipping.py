@@ -5,7 +5,8 @@ import pytest
 import torch
 from lightning.pytorch import Callback
 
-from srn_lightning.callbacks import read_grad_norms
+from srn_lightning.clipping import clip_gradients_, trainer_kwargs
+from srn_lightning.record import read_grad_norms
 from srn_lightning.train import run
 
 
@@ -94,3 +95,34 @@ def test_none_leaves_gradients_alone(clipped_run):
     assert max(rows["total_pre"]) > 100
     for step, w in zip(used, rows["W_post"]):
         assert norm(step["model.rnn_model.W"]) == pytest.approx(w, rel=1e-3)
+
+
+def grads_of(*values):
+    params = [torch.nn.Parameter(torch.zeros(len(v))) for v in values]
+    for p, v in zip(params, values):
+        p.grad = torch.tensor(v)
+    return params
+
+
+@pytest.mark.parametrize("mode,expected", [
+    ("none", [[3.0, 4.0], [0.0, 12.0]]),
+    # global norm 13 -> all scaled by 6.5 / 13
+    ("norm", [[1.5, 2.0], [0.0, 6.0]]),
+    # every element clamped to [-6.5, 6.5]
+    ("value", [[3.0, 4.0], [0.0, 6.5]]),
+    # each by its own norm: 5 stays (under 6.5), 12 -> 6.5
+    ("norm_each", [[3.0, 4.0], [0.0, 6.5]]),
+])
+def test_the_four_modes_on_known_gradients(mode, expected):
+    params = grads_of([3.0, 4.0], [0.0, 12.0])
+    clip_gradients_(params, mode, None if mode == "none" else 6.5)
+    for p, e in zip(params, expected):
+        torch.testing.assert_close(p.grad, torch.tensor(e))
+
+
+def test_lightning_clips_norm_and_value_the_project_clips_norm_each():
+    assert trainer_kwargs("norm", 5.0) == {"gradient_clip_val": 5.0, "gradient_clip_algorithm": "norm"}
+    assert trainer_kwargs("value", 0.5) == {"gradient_clip_val": 0.5, "gradient_clip_algorithm": "value"}
+    assert trainer_kwargs("norm_each", 5.0) == trainer_kwargs("none", None) == {}
+    with pytest.raises(ValueError, match="clip mode 'bogus'"):
+        clip_gradients_(grads_of([1.0]), "bogus", 1.0)

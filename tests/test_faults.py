@@ -3,9 +3,7 @@
 import json
 import math
 import multiprocessing
-import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -13,17 +11,12 @@ import pytest
 import torch
 
 from srn_lightning import data
-from srn_lightning.callbacks import read_grad_norms
+from srn_lightning.record import read_grad_norms
 from srn_lightning.train import run
 
-from .conftest import REPO, cli
+from .conftest import QUIET, compose_cfg, run_cli, start_cli
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-QUIET = ["trainer.enable_progress_bar=false"]
-
-
-def call(args, cwd, **kw):
-    return subprocess.run(cli(*args), cwd=cwd, env=ENV, capture_output=True, text=True, timeout=300, **kw)
+call = run_cli
 
 
 def snapshot(root: Path) -> dict:
@@ -61,7 +54,7 @@ BAD = [  # (override, key the message must name, what it must say is allowed)
     ("data.dir=a_file/data", "data.dir", "can be created and written"),
     ("data.dir=/proc/srn_data", "data.dir", "can be created and written"),
     ("clip.val=1", "clip.val", "null with clip=none"),
-    ("clip.plot_steps=0", "clip.plot_steps", ">= 1"),
+    ("plot_steps=0", "plot_steps", ">= 1"),
     ("trainer.max_epochs=abc", "trainer.max_epochs", ">= 1"),
     ("trainer.max_epochs=null", "trainer.max_epochs", ">= 1"),
     ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "add it with +trainer."),
@@ -73,6 +66,7 @@ BAD = [  # (override, key the message must name, what it must say is allowed)
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("override,key,allowed", BAD, ids=[b[0] for b in BAD])
 def test_bad_config_is_one_line_before_any_work(workdir, override, key, allowed):
     before = snapshot(workdir)
@@ -85,6 +79,7 @@ def test_bad_config_is_one_line_before_any_work(workdir, override, key, allowed)
     assert snapshot(workdir) == before  # no run dir made, nothing overwritten
 
 
+@pytest.mark.slow
 def test_a_bad_multirun_value_fails_its_job_only(workdir, data_dir, tmp_path):
     proc = call(["-m", "lr=0.2,-1", f"data.dir={data_dir}", "trainer.max_epochs=1",
                  f"hydra.sweep.dir={tmp_path}/sweep", *QUIET], workdir)
@@ -138,6 +133,7 @@ def test_a_file_that_differs_from_the_book_is_reported_and_regenerated_on_reques
     assert path.read_text() == book
 
 
+@pytest.mark.slow
 def test_a_bad_data_file_through_the_cli(workdir, tmp_path):
     data.ensure_files(tmp_path, 20)
     path = tmp_path / "20" / "train.txt"
@@ -155,6 +151,7 @@ def _write_many(d, rounds):
         data.ensure_files(d, 20, regenerate=True)
 
 
+@pytest.mark.slow
 def test_parallel_writers_never_leave_a_partial_file(tmp_path):
     data.ensure_files(tmp_path, 20)
     expected = {s: (tmp_path / "20" / f"{s}.txt").read_text() for s in data.SPLITS}
@@ -176,6 +173,7 @@ def test_parallel_writers_never_leave_a_partial_file(tmp_path):
 
 # --- divergence -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_divergence_is_a_result_not_a_crash(workdir, data_dir, tmp_path):
     # tanh bounds the hidden state, so even lr=100 stays finite here; lr=1e38 overflows at once
     run_dir = tmp_path / "run"
@@ -190,6 +188,7 @@ def test_divergence_is_a_result_not_a_crash(workdir, data_dir, tmp_path):
     assert (run_dir / "grad_norms.png").exists()
 
 
+@pytest.mark.slow
 def test_divergence_keeps_the_last_good_weights_and_tests_the_best(make_cfg, tmp_path):
     # weight decay of 1000 with lr 0.2 multiplies the weights by -199 a step: Inf within epochs
     metrics = run(make_cfg("weight_decay=1000", "trainer.max_epochs=20"), tmp_path)
@@ -206,34 +205,25 @@ def test_divergence_keeps_the_last_good_weights_and_tests_the_best(make_cfg, tmp
 
 # --- interrupt and resume -------------------------------------------------------------------------
 
-def _start(args, cwd):
-    return subprocess.Popen(cli(*args), cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
 RESUMED = ["clip=norm", "trainer.max_epochs=12"]
 
 
 @pytest.fixture(scope="module")
 def straight(data_dir, tmp_path_factory):
     """The uninterrupted run that an interrupted and resumed one must equal."""
-    from hydra import compose, initialize_config_dir
-
-    from srn_lightning.train import CONFIG_DIR
-
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[f"data.dir={data_dir}", *QUIET, *RESUMED])
+    cfg = compose_cfg(f"data.dir={data_dir}", *QUIET, *RESUMED)
     run_dir = tmp_path_factory.mktemp("straight")
     metrics = run(cfg, run_dir)
     metrics.pop("fit_seconds")
     return metrics, (run_dir / "grad_norms.csv").read_bytes()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_then_resume_equals_an_uninterrupted_run(straight, data_dir, tmp_path, sig):
     overrides = RESUMED
     run_dir = tmp_path / "run"
-    proc = _start([f"data.dir={data_dir}", f"hydra.run.dir={run_dir}", *overrides, *QUIET], tmp_path)
+    proc = start_cli([f"data.dir={data_dir}", f"hydra.run.dir={run_dir}", *overrides, *QUIET], tmp_path)
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -254,8 +244,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(straight, data_dir, t
         "trainer.max_epochs")
     assert snapshot(run_dir) == before
 
-    proc = subprocess.run(cli(f"resume={run_dir}", *QUIET), cwd=tmp_path, env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    proc = run_cli([f"resume={run_dir}", *QUIET], tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     resumed = json.loads((run_dir / "metrics.json").read_text())
     resumed.pop("fit_seconds")
@@ -263,6 +252,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(straight, data_dir, t
     assert (run_dir / "grad_norms.csv").read_bytes() == straight[1]
 
 
+@pytest.mark.slow
 def test_resume_errors_are_one_line_and_touch_nothing(workdir, tmp_path, make_cfg):
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)

@@ -16,19 +16,18 @@ import yaml
 from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
 from tensorboard.plugins.hparams import metadata as hp_metadata
 
-from .conftest import REPO, cli
+from .conftest import QUIET, child_env, start_cli
 
-ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+pytestmark = pytest.mark.slow  # every test here runs sweeps in child processes
+
 CORES = len(os.sched_getaffinity(0))
 
 
 def launch(args, cwd, data_dir) -> subprocess.Popen:
     """A sweep from the command line, as a user types it, 1 epoch per job. Sweeps on the basic
     launcher pass threads=1: torch's default threads only slow a model this small down."""
-    return subprocess.Popen(
-        cli(*args, f"data.dir={data_dir}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"),
-        cwd=cwd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )
+    return start_cli([*args, f"data.dir={data_dir}", "trainer.max_epochs=1", *QUIET], cwd,
+                     stderr=subprocess.STDOUT)
 
 
 def finish(proc: subprocess.Popen) -> tuple[int, str]:
@@ -102,7 +101,7 @@ def test_the_report_command_rebuilds_a_partial_sweep(seed_sweep, tmp_path):
     (killed / "metrics.json").unlink()  # a job killed hard, before it could write a word
 
     proc = subprocess.run([sys.executable, "-m", "srn_lightning.report", str(sweep)],
-                          env=ENV, capture_output=True, text=True, timeout=120)
+                          env=child_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "missing" in proc.stdout
     rows = {r["dir"]: r for r in read_csv(sweep / "summary.csv")}

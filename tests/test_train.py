@@ -2,7 +2,6 @@
 
 import gc
 import json
-import os
 import subprocess
 from pathlib import Path
 
@@ -10,13 +9,13 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from srn_lightning.callbacks import COLUMNS, read_grad_norms
+from srn_lightning import train
 from srn_lightning.data import read_split
 from srn_lightning.module import SRNClassifier
-from srn_lightning import train
+from srn_lightning.record import COLUMNS, read_grad_norms
 from srn_lightning.train import run
 
-from .conftest import REPO, cli
+from .conftest import QUIET, cli, child_env, run_cli
 
 
 def tb_events(run_dir: Path) -> EventAccumulator:
@@ -80,35 +79,34 @@ def test_test_accuracy_is_the_best_checkpoints(make_cfg, data_dir, tmp_path):
     assert accuracy(last, "dev") <= metrics["dev_best"] + 1e-6
 
 
+@pytest.mark.slow
 def test_the_default_run_shows_the_books_explosion(make_cfg, tmp_path):
     cfg = make_cfg()  # the book's run: clip=none, length 20, lr 0.2, sum, 50 epochs
     assert (cfg.clip.mode, cfg.length, cfg.lr, cfg.reduction, cfg.trainer.max_epochs) == ("none", 20, 0.2, "sum", 50)
     metrics = run(cfg, tmp_path)
-    w = read_grad_norms(tmp_path / "grad_norms.csv")["W"]
+    w = read_grad_norms(tmp_path / "grad_norms.csv")["W_pre"]
     assert len(w) == 250
     assert max(w[:20]) > 100  # shoots up within the first steps ...
     assert max(w[-50:]) < 0.1 * max(w[:20]) and w[-1] < 1.0  # ... then dies: tanh saturated
     assert 0.05 <= metrics["test_acc"] <= 0.15  # near chance (19 classes, ~0.1 by class frequency)
 
 
+@pytest.mark.slow
 def test_clipping_keeps_the_gradients_alive(make_cfg, tmp_path):
     run(make_cfg("clip=norm_each"), tmp_path)
-    w = read_grad_norms(tmp_path / "grad_norms.csv")["W"]
+    w = read_grad_norms(tmp_path / "grad_norms.csv")["W_pre"]
     assert min(w[-50:]) > 0.1  # where the unclipped run had died, these still learn
 
 
-def run_cli(args, cwd, data_dir):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run(
-        cli(*args, f"data.dir={data_dir}", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"),
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-    )
+def run_one_epoch(args, cwd, data_dir):
+    proc = run_cli([*args, f"data.dir={data_dir}", "trainer.max_epochs=1", *QUIET], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
 
+@pytest.mark.slow
 def test_cli_single_run(tmp_path, data_dir):
-    run_cli(["clip=none"], tmp_path, data_dir)
+    run_one_epoch(["clip=none"], tmp_path, data_dir)
     (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
     assert "clip=none" in run_dir.name and "length=20" in run_dir.name
     for name in ("metrics.json", "grad_norms.csv", "grad_norms.png", "grad_norms.pdf", ".hydra/config.yaml"):
@@ -130,8 +128,9 @@ def test_exit_handler_is_registered_once(monkeypatch):
     assert registered == [gc.freeze]
 
 
+@pytest.mark.slow
 def test_cli_sweep(tmp_path, data_dir):
-    run_cli(["-m", "clip=norm,value,none", "length=10,20"], tmp_path, data_dir)
+    run_one_epoch(["-m", "clip=norm,value,none", "length=10,20"], tmp_path, data_dir)
     (sweep,) = (tmp_path / "outputs" / "sweeps").glob("*/*")
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     assert len(jobs) == 6
@@ -144,10 +143,10 @@ def test_cli_sweep(tmp_path, data_dir):
     assert seen == {(c, n) for c in ("norm", "value", "none") for n in (10, 20)}
 
 
+@pytest.mark.slow
 def test_runs_started_together_get_their_own_dirs(tmp_path):
     args = cli("--cfg", "all", "--resolve", "-p", "hydra.run.dir")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True)
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=child_env(), stdout=subprocess.PIPE, text=True)
              for _ in range(2)]
     dirs = [p.communicate(timeout=120)[0].strip() for p in procs]
     assert all(d.startswith("outputs/runs/") and d.endswith("_clip=none_length=20_lr=0.2_seed=0") for d in dirs)
@@ -157,17 +156,17 @@ def test_runs_started_together_get_their_own_dirs(tmp_path):
 def test_the_logger_is_closed_even_when_the_end_of_a_run_fails(make_cfg, tmp_path, monkeypatch):
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from srn_lightning.callbacks import GradNormMonitor
+    from srn_lightning import plots
 
     statuses = []
     finalize = TensorBoardLogger.finalize
     monkeypatch.setattr(TensorBoardLogger, "finalize",
                         lambda self, status: (statuses.append(status), finalize(self, status)))
 
-    def broken_draw(self, trainer):
+    def broken_plot(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(GradNormMonitor, "draw", broken_draw)
+    monkeypatch.setattr(plots, "plot_grad_norms", broken_plot)
     with pytest.raises(OSError, match="disk full"):
         run(make_cfg("trainer.max_epochs=1"), tmp_path / "run")
     assert statuses[-1] == "failed"

@@ -1,0 +1,136 @@
+"""The run record: what a run leaves for people and tools to read, and the one place that knows its
+shape.
+
+- `metrics.json`: one flat object, `status` first, then the config keys a run is known by
+  (`config_summary`), then its results;
+- `grad_norms.csv`: a row per optimizer step, `COLUMNS`;
+- the HParams every run logs to TensorBoard.
+
+train.py writes the record, report.py reads it; neither knows the other.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+
+from srn_lightning.files import write_atomic
+
+METRICS_NAME = "metrics.json"
+CSV_NAME = "grad_norms.csv"
+FIGURE_STEM = "grad_norms"
+
+TRACKED = ("W", "U", "b", "total")  # the parameters' names, and "total": all gradients together
+COLUMNS = ["step", "epoch", "loss", *(f"{n}_pre" for n in TRACKED), *(f"{n}_post" for n in TRACKED)]
+CONFIG_KEYS = ["clip_mode", "clip_val", "length", "lr", "seed", "reduction", "weight_decay",
+               "batch_size", "hidden_size"]
+NORM_KEYS = [f"{n}_pre_{which}" for which in ("max", "last") for n in TRACKED]
+STATUSES = ("completed", "diverged", "interrupted", "failed")
+HPARAM_METRICS = ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
+
+
+# ---- the config a run is known by ----------------------------------------------------------------
+
+def config_summary(cfg) -> dict:
+    """The config keys a run is known by (CONFIG_KEYS), as metrics.json and the reports show them."""
+    values = (cfg.clip.mode, cfg.clip.val, cfg.length, cfg.lr, cfg.seed, cfg.reduction,
+              cfg.weight_decay, cfg.batch_size, cfg.model.hidden_size)
+    # the config's choices are str enums: plain str here, so every reader sees the same types
+    return {k: str(v) if isinstance(v, str) else v for k, v in zip(CONFIG_KEYS, values)}
+
+
+def hparams(cfg) -> dict:
+    """The flat hyper-parameters every run logs to TensorBoard's HParams tab. The same keys and
+    types in every run, so the table and parallel coordinates line up across a sweep: no clipping is
+    threshold 0.0, which is also how Lightning's `gradient_clip_val` says "off"."""
+    return {
+        **config_summary(cfg),
+        "clip_val": float(cfg.clip.val or 0.0),
+        "input_size": cfg.model.input_size,
+        "max_epochs": cfg.trainer.max_epochs,
+    }
+
+
+def hparam_metrics(metrics: dict) -> dict:
+    """The metrics beside the HParams: the same in every run, NaN where a run has none."""
+    return {f"hparams/{k}": math.nan if metrics.get(k) is None else metrics[k] for k in HPARAM_METRICS}
+
+
+# ---- metrics.json --------------------------------------------------------------------------------
+
+def norm_summary(columns: dict) -> dict:
+    """`{W,U,b,total}_pre_max` and `_pre_last` over the finite pre-clip norms (a diverged run's last
+    row holds NaN or Inf); None where there is none."""
+    out = {}
+    for which in ("max", "last"):
+        for n in TRACKED:
+            finite = [v for v in columns.get(f"{n}_pre", []) if math.isfinite(v)]
+            out[f"{n}_pre_{which}"] = (max(finite) if which == "max" else finite[-1]) if finite else None
+    return out
+
+
+def finished_metrics(status: str, cfg, *, epochs: int, steps: int, dev_best, best_checkpoint,
+                     test_acc, columns: dict, fit_seconds: float, **extra) -> dict:
+    """The record of a run that reached its test: `completed` or `diverged` (with `diverged_step`)."""
+    return {"status": status, **extra, **config_summary(cfg), "epochs": epochs, "steps": steps,
+            "dev_best": dev_best, "best_checkpoint": best_checkpoint, "test_acc": test_acc,
+            **norm_summary(columns), "fit_seconds": round(fit_seconds, 3)}
+
+
+def interrupted_metrics(cfg, *, epochs: int, steps: int, resume: str) -> dict:
+    return {"status": "interrupted", **config_summary(cfg), "epochs": epochs, "steps": steps,
+            "resume": resume}
+
+
+def failed_metrics(cfg, error: str) -> dict:
+    return {"status": "failed", "error": error, **config_summary(cfg)}
+
+
+def write_metrics(run_dir, metrics: dict) -> None:
+    write_atomic(Path(run_dir) / METRICS_NAME, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+
+
+def read_metrics(run_dir) -> dict:
+    """A run's metrics.json; raises FileNotFoundError, or ValueError when it is not a JSON object
+    with a status."""
+    metrics = json.loads((Path(run_dir) / METRICS_NAME).read_text())
+    if not isinstance(metrics, dict) or "status" not in metrics:
+        raise ValueError("not a JSON object with a status")
+    return metrics
+
+
+# ---- grad_norms.csv ------------------------------------------------------------------------------
+
+def csv_text(rows: list[list], header: bool = False) -> str:
+    """Rows of `COLUMNS` as CSV lines, as `csv.writer` writes them (floats in full)."""
+    buf = io.StringIO()
+    csv.writer(buf).writerows([COLUMNS, *rows] if header else rows)
+    return buf.getvalue()
+
+
+def columns(rows: list[list]) -> dict[str, list]:
+    """Rows of `COLUMNS` as {column: values}."""
+    return {c: [r[i] for r in rows] for i, c in enumerate(COLUMNS)}
+
+
+def read_grad_norms(path, partial: bool = False) -> dict[str, list]:
+    """`grad_norms.csv` as columns: {"step": [...], "W_pre": [...], ...}. With `partial`, rows
+    still being written are skipped (a run in progress) and a missing file has no rows; without
+    it, a bad row raises ValueError."""
+    rows = []
+    try:
+        with Path(path).open(newline="") as f:
+            for r in csv.DictReader(f):
+                try:
+                    rows.append([int(r["step"]), int(r["epoch"]), *(float(r[c]) for c in COLUMNS[2:])])
+                except (TypeError, ValueError, KeyError):
+                    if not partial:
+                        raise ValueError(f"{path}: a row that is not {', '.join(COLUMNS)}: {r}") from None
+    except FileNotFoundError:
+        if not partial:
+            raise
+    return columns(rows)
+

@@ -1,0 +1,63 @@
+"""The sweep report over job dirs made here, in-process: rows, seed statistics, a missing job."""
+
+import csv
+import statistics
+
+import pytest
+import yaml
+
+from srn_lightning import record, report
+
+
+def make_job(sweep, num, overrides, metrics=None, w_norms=(5.0, 50.0, 0.5)):
+    job = sweep / f"{num}_{','.join(overrides)}"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    keys = dict(o.split("=") for o in overrides)
+    (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump({
+        "clip": {"mode": keys["clip"], "val": None}, "length": int(keys["length"]), "lr": 0.2,
+        "seed": int(keys["seed"]), "reduction": "sum", "weight_decay": 0.0, "batch_size": 64,
+        "model": {"hidden_size": 32}}))
+    rows = [[i, 0, 1.0, w, w, w, w, w, w, w, w] for i, w in enumerate(w_norms)]
+    (job / record.CSV_NAME).write_text(record.csv_text(rows, header=True))
+    if metrics is not None:
+        record.write_metrics(job, {"status": "completed", "clip_mode": keys["clip"],
+                                   "length": int(keys["length"]), "seed": int(keys["seed"]), **metrics})
+    return job
+
+
+def read_csv(path):
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_the_report_rows_and_seed_statistics(tmp_path):
+    acc = {(c, s): 0.1 + 0.07 * s + (0.2 if c == "norm" else 0) for c in ("none", "norm") for s in (0, 1, 2)}
+    num = 0
+    for clip in ("none", "norm"):
+        for seed in (0, 1, 2):
+            metrics = None if (clip, seed) == ("norm", 2) else {"test_acc": acc[clip, seed], "W_pre_max": 50.0}
+            make_job(tmp_path, num, [f"clip={clip}", "length=20", f"seed={seed}"], metrics)
+            num += 1
+    paths = report.write_report(tmp_path)
+    assert all(p.exists() for p in paths)
+
+    jobs = read_csv(tmp_path / "summary.csv")
+    assert [r["job"] for r in jobs] == [str(i) for i in range(6)]
+    assert [r["status"] for r in jobs] == ["completed"] * 5 + ["missing"]
+    assert jobs[5]["clip_mode"] == "norm" and jobs[5]["seed"] == "2"  # from its saved config
+
+    by_setting = {r["setting"]: r for r in read_csv(tmp_path / "summary_by_setting.csv")}
+    none, norm = by_setting["clip=none"], by_setting["clip=norm"]
+    values = [acc["none", s] for s in (0, 1, 2)]
+    assert float(none["test_acc_mean"]) == pytest.approx(statistics.mean(values))
+    assert float(none["test_acc_std"]) == pytest.approx(statistics.stdev(values))
+    assert (none["test_acc_n"], norm["test_acc_n"], norm["status"]) == ("3", "2", "completed:2 missing:1")
+    assert "6 jobs: 5 completed, 1 missing" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_partly_written_csv_is_drawn_as_far_as_it_goes(tmp_path):
+    job = make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})
+    with (job / record.CSV_NAME).open("a") as f:
+        f.write("3,0,1.0,2")
+    assert report.read_norms(job) == ([0, 1, 2], [5.0, 50.0, 0.5])
