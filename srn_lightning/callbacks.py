@@ -1,5 +1,7 @@
-"""The run's callbacks, one job each: measure the gradient norms (`GradNormMonitor`), stop on
-non-finite values (`StopOnNonFinite`), write what was measured (`GradNormWriter`)."""
+"""The run's callbacks, one job each: measure at every optimizer step (`GradNormMonitor`: the
+parameters' gradient norms; `GradFlowMonitor`: the gradient at every position of the sequence and
+the spectral norm of U), stop on non-finite values (`StopOnNonFinite`), write what was measured
+(`RowWriter`: a CSV and the loggers)."""
 
 from __future__ import annotations
 
@@ -11,24 +13,69 @@ from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn.utils import get_total_norm
 
-from srn_lightning import record
+from srn_lightning.record import csv_text
 
 
-class GradNormMonitor(Callback):
+class RowMonitor(Callback):
+    """What a per-step monitor shares: a row per optimizer step, `[step, epoch, *values]` (its
+    `columns`), kept on the device as it is measured and copied to the host at once when asked for
+    (`table()`), once an epoch. The rows are part of the callback's state in checkpoints: a fit
+    resumed from one starts with the rows of the steps before it (testing a checkpoint leaves them
+    alone). They are kept as float32, which holds every measured value and every step number below
+    2**24 exactly."""
+
+    columns: list[str]
+
+    def __init__(self) -> None:
+        self.latest: torch.Tensor | None = None  # the last step's values, on the device
+        self._pending: list[torch.Tensor] = []
+        self._pending_steps: list[tuple[int, int]] = []
+        self._table = torch.zeros(0, len(self.columns))
+        self._restored: torch.Tensor | None = None  # from a checkpoint, for the fit that resumes it
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        restored = self._restored if self._restored is not None else torch.zeros(0, len(self.columns))
+        self._table, self._restored = restored, None
+        self._pending, self._pending_steps, self.latest = [], [], None
+
+    def append(self, trainer, values: torch.Tensor) -> None:
+        """The values of the optimizer step that just ended (Lightning has counted it already)."""
+        self.latest = values
+        self._pending.append(values)
+        self._pending_steps.append((trainer.global_step - 1, trainer.current_epoch))
+
+    def table(self) -> torch.Tensor:
+        """Every row so far, [steps, columns] on the host (one device-to-host copy for the new ones)."""
+        if self._pending:
+            values = torch.stack(self._pending).float().cpu()
+            steps = torch.tensor(self._pending_steps, dtype=torch.float32)
+            self._table = torch.cat([self._table, torch.cat([steps, values], dim=1)])
+            self._pending, self._pending_steps = [], []
+        return self._table
+
+    def rows(self, start: int = 0) -> list[list]:
+        """`table()` from row `start` on, as lists: step and epoch as int, the values as float."""
+        return [[int(r[0]), int(r[1]), *r[2:]] for r in self.table()[start:].tolist()]
+
+    def state_dict(self) -> dict:
+        return {"columns": list(self.columns), "rows": self.table()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        # Lightning loads callback states for test too: the rows are taken up only when a fit starts.
+        self._restored = state_dict["rows"]
+
+
+class GradNormMonitor(RowMonitor):
     r"""Measures, at every optimizer step, the L2 norms of the gradients of the given parameters and
     of all parameters together ("total", the quantity `clip=norm` bounds), before and after clipping,
-    with the step's loss, and keeps them in memory.
+    with the step's loss.
 
     Before clipping: in `on_before_optimizer_step`, which Lightning runs before
     `configure_gradient_clipping`. After clipping: Lightning has no hook between clipping and
-    `optimizer.step()`, but SGD leaves `.grad` as it found it and Lightning zeroes it only in the
-    next step's closure, so in `on_train_batch_end` the gradients are still the clipped ones the
-    step used. The norms are those of Lightning's `grad_norm`, without its host sync per parameter:
-    a step's row stays on the device until `rows()` copies the new ones to the host at once.
-
-    A row is `[step, epoch, loss, <name>_pre ..., total_pre, <name>_post ..., total_post]`. The rows
-    are part of the callback's state in checkpoints: a fit resumed from one starts with the rows of
-    the steps before it (testing a checkpoint leaves the rows alone).
+    `optimizer.step()`, but SGD and Adam leave `.grad` as they found it and Lightning zeroes it only
+    in the next step's closure, so in `on_train_batch_end` the gradients are still the clipped ones
+    the step used. The norms are those of Lightning's `grad_norm`, without its host sync per
+    parameter. A row is `[step, epoch, loss, <name>_pre ..., total_pre, <name>_post ..., total_post]`.
 
     Args:
         parameters: the parameters to report by name, e.g. the module's
@@ -38,20 +85,18 @@ class GradNormMonitor(Callback):
 
         monitor = GradNormMonitor(module.tracked_parameters())
         Trainer(callbacks=[monitor]).fit(module, datamodule)
-        record.columns(monitor.rows())["W_pre"]  # W's pre-clip gradient norm, step by step
+        monitor.table()[:, monitor.columns.index("W_pre")]  # W's pre-clip gradient norm, step by step
     """
 
     def __init__(self, parameters: Mapping[str, torch.nn.Parameter]) -> None:
         self.names = list(parameters)
+        names = [*self.names, "total"]
+        self.columns = ["step", "epoch", "loss", *(f"{n}_pre" for n in names), *(f"{n}_post" for n in names)]
+        super().__init__()
         self._tracked = list(parameters.values())
         self._params: list[torch.nn.Parameter] = []
         self._loss: torch.Tensor | None = None
         self._pre: torch.Tensor | None = None
-        self.latest: torch.Tensor | None = None  # the last step's row (less step and epoch), on the device
-        self._pending: list[torch.Tensor] = []
-        self._pending_steps: list[tuple[int, int]] = []
-        self._rows: list[list] = []
-        self._restored: list[list] | None = None  # from a checkpoint, for the fit that resumes it
 
     def _norms(self) -> torch.Tensor:
         grads = [p.grad for p in self._params if p.grad is not None]
@@ -60,9 +105,8 @@ class GradNormMonitor(Callback):
         return torch.stack([*tracked, get_total_norm(grads)])
 
     def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
         self._params = list(pl_module.parameters())
-        self._rows, self._restored = self._restored or [], None
-        self._pending, self._pending_steps = [], []
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         self._loss = loss.detach().reshape(1)
@@ -74,26 +118,65 @@ class GradNormMonitor(Callback):
         if self._pre is None:  # no optimizer step ran for this batch
             self.latest = None
             return
-        self.latest = torch.cat([self._pre, self._norms()])
-        self._pending.append(self.latest)
-        self._pending_steps.append((trainer.global_step - 1, trainer.current_epoch))
+        self.append(trainer, torch.cat([self._pre, self._norms()]))
         self._pre = None
 
-    def rows(self) -> list[list]:
-        """Every row so far, on the host (one device-to-host copy for the rows new since the last call)."""
-        if self._pending:
-            values = torch.stack(self._pending).cpu().tolist()
-            self._rows += [[s, e, *v] for (s, e), v in zip(self._pending_steps, values)]
-            self._pending, self._pending_steps = [], []
-        return self._rows
 
-    def state_dict(self) -> dict:
-        return {"rows": torch.tensor(self.rows(), dtype=torch.float64).reshape(-1, len(record.COLUMNS))}
+class GradFlowMonitor(RowMonitor):
+    r"""Measures, at every optimizer step, how the gradient flows back through time: the L2 norm
+    g_t = ||dL/dh_t|| (over the batch and the hidden units) of the gradient of the step's training
+    loss with respect to the hidden state at every position t = 1..T, and for an LSTM the same for
+    its cell state c_t; with the spectral norm sigma_max(U) of the recurrent weight the step used
+    (for tanh, sigma_max(U) < 1 is sufficient for vanishing and > 1 necessary for explosion).
 
-    def load_state_dict(self, state_dict: dict) -> None:
-        # Lightning loads callback states for test too: the rows are taken up only when a fit starts.
-        # float64 holds each float32 norm and each step number exactly.
-        self._restored = [[int(r[0]), int(r[1]), *r[2:]] for r in state_dict["rows"].tolist()]
+    The states come from the cell, which keeps them with their gradients retained when its
+    `keep_states` is set (this callback sets it for the fit). They are read in
+    `on_before_optimizer_step`: after the step's backward pass, before clipping and the update.
+    A row is `[step, epoch, sigma_max_U, h_1 ... h_T, (c_1 ... c_T)]`.
+
+    Args:
+        cell: the recurrent cell (``module.model.rnn_model``).
+        length: T, the sequence length.
+
+    Example::
+
+        flow = GradFlowMonitor(module.model.rnn_model, length=20)
+        Trainer(callbacks=[flow]).fit(module, datamodule)
+        flow.table()[-1, 3:]  # g_1 .. g_T at the last step
+    """
+
+    def __init__(self, cell: torch.nn.Module, length: int) -> None:
+        self.cell, self.length = cell, length
+        self.has_cell_state = type(cell).__name__ == "LSTM"
+        positions = range(1, length + 1)
+        self.columns = ["step", "epoch", "sigma_max_U", *(f"h_{t}" for t in positions),
+                        *((f"c_{t}" for t in positions) if self.has_cell_state else ())]
+        super().__init__()
+        self._values: torch.Tensor | None = None
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        super().on_train_start(trainer, pl_module)
+        self.cell.keep_states = True
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.cell.keep_states = False
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self.cell.keep_states = False
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        states = self.cell.states + self.cell.cell_states
+        zero = torch.zeros((), device=self.cell.U.device)
+        norms = [zero if s.grad is None else torch.linalg.vector_norm(s.grad) for s in states]
+        with torch.no_grad():
+            sigma = torch.linalg.matrix_norm(self.cell.U, ord=2)
+        self._values = torch.stack([sigma, *norms])
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._values is not None:
+            self.append(trainer, self._values)
+            self._values = None
+        self.cell.states, self.cell.cell_states = [], []  # the graph they hold is done with
 
 
 class Diverged(RuntimeError):
@@ -133,50 +216,47 @@ class StopOnNonFinite(Callback):
             raise Diverged(trainer.global_step - 1)
 
 
-class GradNormWriter(Callback):
-    """Writes the rows of a `GradNormMonitor` to `grad_norms.csv` and to every logger
-    (`train/loss`, `grad_norm_pre/<name>`, `grad_norm_post/<name>` at each step; on TensorBoard
-    also a chart with the parameters' pre- and post-clip norms overlaid). It writes at the end of
+class RowWriter(Callback):
+    """Writes the rows of a `RowMonitor` to a CSV (header: the monitor's `columns`) and the columns
+    named in `tags` to every logger, under those tags, at each row's step. It writes at the end of
     every epoch, whenever a checkpoint is saved (so the CSV reaches as far as every checkpoint), and
-    when training ends or fails. On resume the CSV is written anew from the monitor's rows.
+    when training ends or fails. When a fit starts, the CSV is written anew from the monitor's rows
+    (a resumed run's rows come from its checkpoint).
 
     Args:
-        monitor: the run's `GradNormMonitor`.
+        monitor: the monitor whose rows to write.
         csv_path: where the CSV goes.
+        tags: column -> logger tag, for the columns the loggers get.
 
     Example::
 
         monitor = GradNormMonitor(module.tracked_parameters())
-        Trainer(callbacks=[monitor, GradNormWriter(monitor, run_dir / "grad_norms.csv")])
+        writer = RowWriter(monitor, run_dir / "grad_norms.csv", {"loss": "train/loss"})
+        Trainer(callbacks=[monitor, writer])
     """
 
-    def __init__(self, monitor: GradNormMonitor, csv_path) -> None:
+    def __init__(self, monitor: RowMonitor, csv_path, tags: Mapping[str, str]) -> None:
         self.monitor, self.csv_path = monitor, Path(csv_path)
-        names = [*monitor.names, "total"]
-        self.tags = ["train/loss", *(f"grad_norm_{when}/{n}" for when in ("pre", "post") for n in names)]
+        self.tags = [(monitor.columns.index(c), tag) for c, tag in tags.items()]
         self._written = 0
 
     def on_train_start(self, trainer, pl_module) -> None:
         rows = self.monitor.rows()  # a resumed run's rows before its checkpoint; none in a new run
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self.csv_path.write_text(record.csv_text(rows, header=True))
+        self.csv_path.write_text(csv_text([self.monitor.columns, *rows]))
         self._written = len(rows)
-        chart = {f"{when}-clip": ["Multiline", [f"grad_norm_{when}/{n}" for n in self.monitor.names]]
-                 for when in ("pre", "post")}
-        for logger in trainer.loggers:
-            if isinstance(logger, TensorBoardLogger):
-                logger.experiment.add_custom_scalars({f"grad norms ({', '.join(self.monitor.names)})": chart})
 
     def flush(self, trainer) -> None:
-        rows = self.monitor.rows()[self._written:]
+        rows = self.monitor.rows(self._written)
         if not rows:
             return
         with self.csv_path.open("a", newline="") as f:
-            f.write(record.csv_text(rows))
+            f.write(csv_text(rows))
         self._written += len(rows)
-        for logger in trainer.loggers:
-            for row in rows:
-                logger.log_metrics(dict(zip(self.tags, row[2:])), step=row[0])
+        if self.tags:
+            for logger in trainer.loggers:
+                for row in rows:
+                    logger.log_metrics({tag: row[i] for i, tag in self.tags}, step=row[0])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.flush(trainer)
@@ -189,6 +269,14 @@ class GradNormWriter(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self.flush(trainer)  # diverged or interrupted: what was measured is kept
+
+
+def add_chart(trainer, title: str, charts: Mapping[str, list[str]]) -> None:
+    """A TensorBoard "custom scalars" chart per entry: the tags overlaid in one plot."""
+    layout = {title: {name: ["Multiline", tags] for name, tags in charts.items()}}
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_custom_scalars(layout)
 
 
 def log_image(trainer, tag: str, image, step: int) -> None:

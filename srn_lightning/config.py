@@ -37,6 +37,17 @@ class Reduction(StrEnum):
     mean = "mean"
 
 
+class Cell(StrEnum):
+    srn = "srn"
+    lstm = "lstm"
+    gru = "gru"
+
+
+class OptimizerName(StrEnum):
+    sgd = "sgd"
+    adam = "adam"
+
+
 @dataclass
 class ClipConfig:
     mode: ClipMode = ClipMode.none
@@ -45,8 +56,14 @@ class ClipConfig:
 
 @dataclass
 class ModelConfig:
+    cell: Cell = Cell.srn
     input_size: int = 32
     hidden_size: int = 32
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = OptimizerName.sgd
 
 
 @dataclass
@@ -70,7 +87,9 @@ class Config:
     weight_decay: float = 0.0
     batch_size: int = 64
     model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    grad_time: bool = True  # dL/dh_t at every position and sigma_max(U), every step
     plot_steps: int = 40  # the clip presets set it: the book shows 40 steps without clipping, 100 with
     resume: Optional[str] = None
     threads: Optional[int] = None
@@ -106,6 +125,9 @@ RULES = [
     Rule("reduction", lambda v, c: v in list(Reduction), _choices(Reduction)),
     Rule("weight_decay", lambda v, c: is_number(v) and v >= 0, "a finite number >= 0"),
     Rule("batch_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("model.cell", lambda v, c: v in list(Cell), _choices(Cell)),
+    Rule("optimizer.name", lambda v, c: v in list(OptimizerName), _choices(OptimizerName)),
+    Rule("grad_time", lambda v, c: isinstance(v, bool), "true or false"),
     Rule("model.input_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
     Rule("model.hidden_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
     Rule("clip.mode", lambda v, c: v in list(ClipMode), _choices(ClipMode)),

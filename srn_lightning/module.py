@@ -1,4 +1,4 @@
-"""LightningModule: the SRN classifier with the book's loss, optimizer, metrics and clipping."""
+"""LightningModule: the sequence classifier with the book's loss, optimizers, metrics and clipping."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from srn_lightning.clipping import LIGHTNING_ALGORITHMS, clip_gradients_
 from srn_lightning.model import SeqClassifier
 
 
-class SRNClassifier(LightningModule):
-    """Digit-sum classification with the book's SRN.
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}
 
-    `reduction="sum"` is the book's choice: it makes gradients batch-size times larger, which is
-    what drives the explosion. Clipping `norm` and `value` is Lightning's own (Trainer's
+
+class SRNClassifier(LightningModule):
+    """Digit-sum classification with a recurrent cell: the book's SRN (`cell="srn"`), its LSTM, or a
+    GRU; optimized by SGD (the book's 6.2) or Adam (its 6.1 and 6.3).
+
+    `reduction="sum"` is the book's choice for 6.2: it makes gradients batch-size times larger, which
+    is what drives the explosion. Clipping `norm` and `value` is Lightning's own (Trainer's
     `gradient_clip_val`); `norm_each` is done here, in `configure_gradient_clipping`
     (srn_lightning/clipping.py has all four).
     """
@@ -31,10 +35,12 @@ class SRNClassifier(LightningModule):
         clip_mode: str = "none",
         clip_val: float | None = None,
         num_classes: int = 19,
+        cell: str = "srn",
+        optimizer: str = "sgd",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = SeqClassifier(10, input_size, hidden_size, num_classes)
+        self.model = SeqClassifier(10, input_size, hidden_size, num_classes, cell)
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
         # mean per example; "disable": a diverged run's NaN loss is reported as NaN, not dropped
@@ -80,7 +86,7 @@ class SRNClassifier(LightningModule):
         self._log_eval_epoch(self.test_acc, self.test_loss, "test")
 
     def configure_optimizers(self):
-        return torch.optim.SGD(
+        return OPTIMIZERS[self.hparams.optimizer](
             self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
         )
 

@@ -40,6 +40,75 @@ def plot_grad_norms(columns: dict, out_stem, keep_steps: int | None = None, titl
     return pixels
 
 
+def plot_grad_time(flow: dict, norms: dict, out_stem, title: str = ""):
+    """How the gradient flows back through time, from the grad-time columns (`flow`: `step`,
+    `sigma_max_U`, `h_1` .. `h_T`) and the grad-norm columns (`norms`, for the step of W's peak).
+    Left: a heatmap, x the step, y the position t, colour log10 ||dL/dh_t|| (black: exactly 0, no
+    gradient at all); positions 1 and 2 hold the two digits the label depends on. Middle: the
+    profile g_t / g_T against t at the first step, at the step of W's peak pre-clip norm and at the
+    last step. Right: the spectral norm of U against the step, with the line at 1 (below it the
+    gradient must vanish; above it, it may explode). Writes `<out_stem>.png` and `.pdf`; returns
+    the PNG's pixels, RGBA [height, width, 4]."""
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.image import imsave
+
+    steps = np.asarray(flow["step"])
+    h = np.array([flow[c] for c in flow if c.startswith("h_")])  # [T, steps]
+    length = len(h)
+    fig = Figure(figsize=(13, 4.2), dpi=110, layout="constrained")
+    heat, profile, sigma = fig.subplots(1, 3, width_ratios=[1.5, 1, 1])
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.log10(h)
+    cmap = colormaps["viridis"].with_extremes(bad="black")
+    shown = np.ma.masked_invalid(np.where(h > 0, logs, np.nan))
+    image = heat.imshow(shown, aspect="auto", origin="lower", cmap=cmap, interpolation="nearest",
+                        extent=(steps[0] - 0.5, steps[-1] + 0.5, 0.5, length + 0.5))
+    fig.colorbar(image, ax=heat, label="log10 ||dL/dh_t||  (black: exactly 0)")
+    heat.axhline(2.5, color="white", lw=0.8, ls="--")
+    heat.set_yticks(sorted({1, 2, length, *range(5, length + 1, 5)}))
+    heat.set_xlabel("step")
+    heat.set_ylabel("position t (1, 2: the digits to add)")
+    heat.set_title("gradient reaching each position", fontsize=9)
+
+    peak = int(np.nanargmax(np.where(np.isfinite(norms["W_pre"]), norms["W_pre"], np.nan)))
+    positions = np.arange(1, length + 1)
+    for label, i in (("first step", 0), (f"W's peak (step {norms['step'][peak]})", peak),
+                     ("last step", len(steps) - 1)):
+        g = h[:, min(i, h.shape[1] - 1)]
+        if g[-1] > 0:
+            zeros = int((g == 0).sum())
+            label += f" (exactly 0 at {zeros} of {length})" if zeros else ""
+            profile.plot(positions, np.where(g > 0, g / g[-1], np.nan), marker=".", label=label)
+    profile.axvspan(0.5, 2.5, color="0.85", zorder=0)
+    profile.set_yscale("log")
+    profile.set_xlabel("position t")
+    profile.set_ylabel("g_t / g_T")
+    profile.set_title("profile through time (grey: the digits to add)", fontsize=9)
+    profile.legend(fontsize=8)
+
+    sigma.plot(steps, flow["sigma_max_U"], color="#8E004D")
+    sigma.axhline(1.0, color="0.3", ls="--", lw=1)
+    sigma.set_yscale("log")
+    sigma.set_xlabel("step")
+    sigma.set_ylabel("sigma_max(U)")
+    sigma.set_title("largest singular value of U (line: 1)", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+
+    out_stem = Path(out_stem)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    pixels = np.asarray(canvas.buffer_rgba()).copy()
+    imsave(out_stem.with_suffix(".png"), pixels)
+    fig.set_layout_engine("none")
+    fig.savefig(out_stem.with_suffix(".pdf"))
+    return pixels
+
+
 NORM_FLOOR = 1e-6  # lowest norm the sweep figure shows
 LEGEND_MAX = 10  # more labels than this (a search's trials) make a legend that hides the plot
 
@@ -97,7 +166,8 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
         xs = [x_labels.index(p[0]) + (k - (len(accuracy) - 1) / 2) * spread for p in points]
         means = [p[1] for p in points]
         stds = [p[2] or 0.0 for p in points]  # one seed: no spread to draw
-        ax.errorbar(xs, means, yerr=stds, fmt="o", capsize=4, label=series or "all jobs")
+        line = "o-" if len(points) > 1 else "o"  # a series over lengths: accuracy against length
+        ax.errorbar(xs, means, yerr=stds, fmt=line, capsize=4, label=series or "all jobs")
         for x, mean, std, n in zip(xs, means, stds, (p[3] for p in points)):
             ax.annotate(f"n={n}", (x, mean + std), textcoords="offset points", xytext=(3, 3), fontsize=7)
     ax.set_xticks(range(len(x_labels)), x_labels)

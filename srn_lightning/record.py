@@ -4,6 +4,8 @@ shape.
 - `metrics.json`: one flat object, `status` first, then the config keys a run is known by
   (`config_summary`), then its results;
 - `grad_norms.csv`: a row per optimizer step, `COLUMNS`;
+- `grad_time.csv`: a row per optimizer step: `sigma_max_U`, then g_t = ||dL/dh_t|| for t = 1..T
+  (and ||dL/dc_t|| for an LSTM);
 - the HParams every run logs to TensorBoard.
 
 train.py writes the record, report.py reads it; neither knows the other.
@@ -22,11 +24,17 @@ from srn_lightning.files import write_atomic
 METRICS_NAME = "metrics.json"
 CSV_NAME = "grad_norms.csv"
 FIGURE_STEM = "grad_norms"
+GRAD_TIME_CSV = "grad_time.csv"
+GRAD_TIME_STEM = "grad_time"
 
 TRACKED = ("W", "U", "b", "total")  # the parameters' names, and "total": all gradients together
 COLUMNS = ["step", "epoch", "loss", *(f"{n}_pre" for n in TRACKED), *(f"{n}_post" for n in TRACKED)]
-CONFIG_KEYS = ["clip_mode", "clip_val", "length", "lr", "seed", "reduction", "weight_decay",
-               "batch_size", "hidden_size"]
+CONFIG_PATHS = {  # the config keys a run is known by: name in the record -> path in the config
+    "clip_mode": "clip.mode", "clip_val": "clip.val", "length": "length", "lr": "lr", "seed": "seed",
+    "reduction": "reduction", "weight_decay": "weight_decay", "batch_size": "batch_size",
+    "hidden_size": "model.hidden_size", "cell": "model.cell", "optimizer": "optimizer.name",
+}
+CONFIG_KEYS = list(CONFIG_PATHS)
 NORM_KEYS = [f"{n}_pre_{which}" for which in ("max", "last") for n in TRACKED]
 STATUSES = ("completed", "diverged", "interrupted", "failed")
 HPARAM_METRICS = ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
@@ -35,11 +43,13 @@ HPARAM_METRICS = ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
 # ---- the config a run is known by ----------------------------------------------------------------
 
 def config_summary(cfg) -> dict:
-    """The config keys a run is known by (CONFIG_KEYS), as metrics.json and the reports show them."""
-    values = (cfg.clip.mode, cfg.clip.val, cfg.length, cfg.lr, cfg.seed, cfg.reduction,
-              cfg.weight_decay, cfg.batch_size, cfg.model.hidden_size)
+    """The config keys a run is known by (CONFIG_KEYS), as metrics.json and the reports show them;
+    None for a key the config does not have (a job's config from an older version)."""
+    from omegaconf import OmegaConf
+
+    values = {k: OmegaConf.select(cfg, path, default=None) for k, path in CONFIG_PATHS.items()}
     # the config's choices are str enums: plain str here, so every reader sees the same types
-    return {k: str(v) if isinstance(v, str) else v for k, v in zip(CONFIG_KEYS, values)}
+    return {k: str(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def hparams(cfg) -> dict:
@@ -72,12 +82,32 @@ def norm_summary(columns: dict) -> dict:
     return out
 
 
+def grad_time_summary(columns: dict) -> dict:
+    """The vanishing ratio g_1 / g_T (how much of the gradient at the last position reaches the
+    first) and sigma_max(U), at the first and at the last step; None where undefined."""
+    if not columns.get("step"):
+        return {}
+    h = [name for name in columns if name.startswith("h_")]
+    out = {}
+    for which, i in (("first", 0), ("last", -1)):
+        g_1, g_T = columns[h[0]][i], columns[h[-1]][i]
+        ratio = g_1 / g_T if g_T > 0 and math.isfinite(g_1 / g_T) else None
+        out[f"vanishing_ratio_{which}"] = ratio
+    for which, i in (("first", 0), ("last", -1)):
+        sigma = columns["sigma_max_U"][i]
+        out[f"sigma_max_U_{which}"] = sigma if math.isfinite(sigma) else None
+    return out
+
+
 def finished_metrics(status: str, cfg, *, epochs: int, steps: int, dev_best, best_checkpoint,
-                     test_acc, columns: dict, fit_seconds: float, **extra) -> dict:
-    """The record of a run that reached its test: `completed` or `diverged` (with `diverged_step`)."""
+                     test_acc, columns: dict, fit_seconds: float, grad_time: dict | None = None,
+                     **extra) -> dict:
+    """The record of a run that reached its test: `completed` or `diverged` (with `diverged_step`).
+    `columns`: the grad-norm rows; `grad_time`: the grad-time rows, when they were measured."""
     return {"status": status, **extra, **config_summary(cfg), "epochs": epochs, "steps": steps,
             "dev_best": dev_best, "best_checkpoint": best_checkpoint, "test_acc": test_acc,
-            **norm_summary(columns), "fit_seconds": round(fit_seconds, 3)}
+            **norm_summary(columns), "fit_seconds": round(fit_seconds, 3),
+            **grad_time_summary(grad_time or {})}
 
 
 def interrupted_metrics(cfg, *, epochs: int, steps: int, resume: str) -> dict:
@@ -104,16 +134,16 @@ def read_metrics(run_dir) -> dict:
 
 # ---- grad_norms.csv ------------------------------------------------------------------------------
 
-def csv_text(rows: list[list], header: bool = False) -> str:
-    """Rows of `COLUMNS` as CSV lines, as `csv.writer` writes them (floats in full)."""
+def csv_text(rows: list[list]) -> str:
+    """Rows as CSV lines, as `csv.writer` writes them (floats in full)."""
     buf = io.StringIO()
-    csv.writer(buf).writerows([COLUMNS, *rows] if header else rows)
+    csv.writer(buf).writerows(rows)
     return buf.getvalue()
 
 
-def columns(rows: list[list]) -> dict[str, list]:
-    """Rows of `COLUMNS` as {column: values}."""
-    return {c: [r[i] for r in rows] for i, c in enumerate(COLUMNS)}
+def columns(rows: list[list], names=COLUMNS) -> dict[str, list]:
+    """Rows as {column name: values}."""
+    return {c: [r[i] for r in rows] for i, c in enumerate(names)}
 
 
 def read_grad_norms(path, partial: bool = False) -> dict[str, list]:

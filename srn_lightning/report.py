@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 JOB_COLUMNS = ["job", "dir", "overrides", "status", *record.CONFIG_KEYS, "epochs", "steps", "dev_best",
                "test_acc", *record.NORM_KEYS, "fit_seconds", "diverged_step", "error"]
 AGGREGATED = ["test_acc", "dev_best", "W_pre_max", "total_pre_max"]
+SETTING_KEYS = ["cell", "optimizer", "clip_mode", "clip_val", "length", "lr", "weight_decay"]
 CLIP_ORDER = ["none", "norm", "value", "norm_each"]
 MISSING = "missing"
 
@@ -141,7 +142,7 @@ def aggregate(rows: list[dict]) -> list[dict]:
     for setting, jobs in groups.items():
         statuses = [j["status"] for j in jobs]
         agg = {"setting": setting or "all jobs",
-               **{k: jobs[0].get(k) for k in ("clip_mode", "clip_val", "length", "lr")},
+               **{k: jobs[0].get(k) for k in SETTING_KEYS},
                "jobs": len(jobs), "seeds": " ".join(str(j.get("seed", "?")) for j in jobs),
                "status": " ".join(f"{s}:{statuses.count(s)}" for s in dict.fromkeys(statuses))}
         for m in AGGREGATED:
@@ -277,7 +278,7 @@ def write_report(sweep_dir, force: bool = True) -> list[Path]:
             raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
         extra = list(dict.fromkeys(k for r in rows for k in r if k not in JOB_COLUMNS and k[0] != "_"))
         by_setting = aggregate(rows)
-        agg_columns = ["setting", "clip_mode", "clip_val", "length", "lr", "jobs", "seeds", "status",
+        agg_columns = ["setting", *SETTING_KEYS, "jobs", "seeds", "status",
                        *[f"{m}_{s}" for m in AGGREGATED for s in ("mean", "std", "n")]]
         out = [sweep_dir / n for n in ("summary.csv", "summary_by_setting.csv", "summary.md",
                                        "sweep.png", "sweep.pdf")]

@@ -34,7 +34,8 @@ class Built(NamedTuple):
     trainer: Any
     module: Any
     datamodule: Any
-    monitor: Any
+    monitor: Any  # GradNormMonitor
+    flow: Any  # GradFlowMonitor, None when grad_time is off
     best: Any  # the ModelCheckpoint that keeps the best epoch on dev
 
 
@@ -61,7 +62,8 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     try:
         metrics = record.finished_metrics(
             cfg=cfg, **outcome, **evaluate_best(built), epochs=built.trainer.current_epoch,
-            steps=built.trainer.global_step, columns=record.columns(built.monitor.rows()),
+            steps=built.trainer.global_step, columns=columns(built.monitor),
+            grad_time=built.flow and columns(built.flow),
         )
         draw(cfg, built, run_dir)
         built.trainer.logger.log_hyperparams(record.hparams(cfg), record.hparam_metrics(metrics))
@@ -81,7 +83,8 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from srn_lightning import clipping
-    from srn_lightning.callbacks import GradNormMonitor, GradNormWriter, StopOnNonFinite
+    from srn_lightning.callbacks import (GradFlowMonitor, GradNormMonitor, RowWriter,
+                                         StopOnNonFinite, add_chart)
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import SRNClassifier
 
@@ -92,7 +95,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     module = SRNClassifier(
         input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
         weight_decay=cfg.weight_decay, reduction=str(cfg.reduction), clip_mode=str(cfg.clip.mode),
-        clip_val=cfg.clip.val,
+        clip_val=cfg.clip.val, cell=str(cfg.model.cell), optimizer=str(cfg.optimizer.name),
     )
     best = ModelCheckpoint(  # the best on dev, tested at the end
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
@@ -102,15 +105,23 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     # last.ckpt only when it also writes a best one, so it would hold the best epoch, not the last.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
     monitor = GradNormMonitor(module.tracked_parameters())
+    tags = {"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}"
+                                     for when in ("pre", "post") for n in [*monitor.names, "total"]}
+    measure = [monitor, StopOnNonFinite(monitor), RowWriter(monitor, run_dir / record.CSV_NAME, tags)]
+    flow = GradFlowMonitor(module.model.rnn_model, cfg.length) if cfg.grad_time else None
+    if flow:
+        measure += [flow, RowWriter(flow, run_dir / record.GRAD_TIME_CSV,
+                                    {"sigma_max_U": "grad_flow/sigma_max_U"})]
     trainer = Trainer(
         **cfg.trainer,
         default_root_dir=run_dir,
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False),
-        callbacks=[best, last, monitor, StopOnNonFinite(monitor),
-                   GradNormWriter(monitor, run_dir / record.CSV_NAME), *callbacks],
+        callbacks=[best, last, *measure, *callbacks],
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
-    return Built(trainer, module, datamodule, monitor, best)
+    add_chart(trainer, "grad norms (W, U, b)",
+              {f"{when}-clip": [f"grad_norm_{when}/{n}" for n in monitor.names] for when in ("pre", "post")})
+    return Built(trainer, module, datamodule, monitor, flow, best)
 
 
 def fit(built: Built, ckpt_path) -> dict:
@@ -145,17 +156,27 @@ def evaluate_best(built: Built) -> dict:
             "test_acc": test["test/acc"]}
 
 
+def columns(monitor) -> dict[str, list]:
+    """A monitor's rows as {column: values}."""
+    return record.columns(monitor.rows(), monitor.columns)
+
+
 def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
-    """The book's figure from the monitor's rows, as PNG and PDF, and as an image in TensorBoard."""
+    """The figures from the monitors' rows, as PNG and PDF, and as images in TensorBoard: the
+    book's grad-norm figure, and the gradient's flow through time."""
     from srn_lightning import plots
     from srn_lightning.callbacks import log_image
 
     clip = cfg.clip.mode if cfg.clip.val is None else f"{cfg.clip.mode} {cfg.clip.val}"
-    pixels = plots.plot_grad_norms(
-        record.columns(built.monitor.rows()), run_dir / record.FIGURE_STEM, cfg.plot_steps,
-        title=f"clip={clip}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}",
-    )
-    log_image(built.trainer, "grad_norms", pixels, built.trainer.global_step)
+    title = f"{cfg.model.cell}, clip={clip}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}"
+    step = built.trainer.global_step
+    pixels = plots.plot_grad_norms(columns(built.monitor), run_dir / record.FIGURE_STEM,
+                                   cfg.plot_steps, title=title)
+    log_image(built.trainer, "grad_norms", pixels, step)
+    if built.flow and len(built.flow.table()):
+        pixels = plots.plot_grad_time(columns(built.flow), columns(built.monitor),
+                                      run_dir / record.GRAD_TIME_STEM, title=title)
+        log_image(built.trainer, "grad_time", pixels, step)
 
 
 def stop_interrupted(cfg: DictConfig, built: Built, run_dir: Path) -> NoReturn:

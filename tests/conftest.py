@@ -22,6 +22,15 @@ def compose_cfg(*overrides: str):
         return compose("config", overrides=list(overrides))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """A 32-unit recurrent net gains nothing from torch's thread pool, and on a busy machine a pool
+    waiting for its second core makes a run many times slower."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """The book's files for the lengths the tests train on, generated once per session."""

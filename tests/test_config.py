@@ -48,3 +48,17 @@ def test_resume_replays_the_run_s_own_overrides_in_its_own_dir(tmp_path):
                     f"resume='{run_dir / 'checkpoints' / 'last.ckpt'}'", f"hydra.run.dir='{run_dir}'"]
     with pytest.raises(ResumeError, match="lr: cannot change on resume"):
         resume_argv([f"resume={run_dir}", "lr=0.1"])
+
+
+@pytest.mark.parametrize("override,line", [
+    ("model=bogus", "model=bogus: no such option; model must be one of gru, lstm, srn"),
+    ("optimizer=bogus", "optimizer=bogus: no such option; optimizer must be one of adam, sgd"),
+    ("experiment=bogus",
+     "experiment=bogus: no such option; experiment must be one of explosion, memory, weight_decay"),
+    ("grad_time=maybe", "grad_time=maybe: not allowed; grad_time must be true or false"),
+    ("model.cell=rnn", "model.cell=rnn: not allowed; model.cell must be srn, lstm, gru"),
+])
+def test_a_bad_choice_is_explained_in_one_line(override, line):
+    with pytest.raises(Exception) as err:
+        compose_cfg(override)
+    assert config.explain(err.value) == line

@@ -42,6 +42,8 @@ BAD = [  # (override, key the message must name, what it must say is allowed)
     ("lr=-0.1", "lr", "> 0"),
     ("lr=nan", "lr", "finite"),
     ("clip=bogus", "clip", "none, norm, norm_each, value"),
+    ("model=bogus", "model", "gru, lstm, srn"),
+    ("grad_time=maybe", "grad_time", "true or false"),
     ("clip=norm clip.val=-1", "clip.val", "> 0"),
     ("clip=value clip.val=0", "clip.val", "> 0"),
     ("batch_size=0", "batch_size", ">= 1"),

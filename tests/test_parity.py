@@ -8,16 +8,6 @@ import torch
 from benchmarks.parity import MODES, lightning_fit, parity, plain_fit
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """A 32-unit SRN gains nothing from torch's thread pool, and on a busy shared machine a pool
-    waiting for its second core makes a run up to ten times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("clip", MODES)
 def test_lightning_run_matches_a_plain_torch_loop(clip, make_cfg, tmp_path):
     cfg = make_cfg(f"clip={clip}", "trainer.max_epochs=3")

@@ -36,14 +36,14 @@ def test_norm_summary_takes_the_finite_norms_only():
 def test_the_csv_reads_back_exactly_what_was_written(tmp_path):
     rows = [row(0, 192.97096252441406, 1273.2480), row(1, 1e-7, 3.0000001)]
     path = tmp_path / record.CSV_NAME
-    path.write_text(record.csv_text(rows, header=True))
+    path.write_text(record.csv_text([record.COLUMNS, *rows]))
     assert path.read_text().splitlines()[0] == ",".join(record.COLUMNS)
     assert record.read_grad_norms(path) == record.columns(rows)
 
 
 def test_a_csv_being_written_is_read_as_far_as_it_goes(tmp_path):
     path = tmp_path / record.CSV_NAME
-    path.write_text(record.csv_text([row(0, 2.0, 4.0)], header=True) + "1,0,3.5,1.")
+    path.write_text(record.csv_text([record.COLUMNS, row(0, 2.0, 4.0)]) + "1,0,3.5,1.")
     assert record.read_grad_norms(path, partial=True)["step"] == [0]
     with pytest.raises(ValueError, match="a row that is not"):
         record.read_grad_norms(path)

@@ -19,7 +19,7 @@ def make_job(sweep, num, overrides, metrics=None, w_norms=(5.0, 50.0, 0.5)):
         "seed": int(keys["seed"]), "reduction": "sum", "weight_decay": 0.0, "batch_size": 64,
         "model": {"hidden_size": 32}}))
     rows = [[i, 0, 1.0, w, w, w, w, w, w, w, w] for i, w in enumerate(w_norms)]
-    (job / record.CSV_NAME).write_text(record.csv_text(rows, header=True))
+    (job / record.CSV_NAME).write_text(record.csv_text([record.COLUMNS, *rows]))
     if metrics is not None:
         record.write_metrics(job, {"status": "completed", "clip_mode": keys["clip"],
                                    "length": int(keys["length"]), "seed": int(keys["seed"]), **metrics})
