@@ -62,3 +62,18 @@ def test_a_bad_choice_is_explained_in_one_line(override, line):
     with pytest.raises(Exception) as err:
         compose_cfg(override)
     assert config.explain(err.value) == line
+
+
+def test_a_resumed_run_keeps_its_cell_and_optimizer(tmp_path):
+    import torch
+
+    run_dir = tmp_path / "run"
+    (run_dir / ".hydra").mkdir(parents=True)
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- experiment=memory\n- model=lstm\n")
+    (run_dir / "checkpoints").mkdir()
+    torch.save({"state_dict": {}, "loops": {}}, run_dir / "checkpoints" / "last.ckpt")
+    argv = resume_argv([f"resume={run_dir}"])
+    cfg = compose_cfg(*[a for a in argv if not a.startswith(("resume=", "hydra."))])
+    assert (cfg.model.cell, cfg.optimizer.name) == ("lstm", "adam")
+    with pytest.raises(ResumeError, match="model: cannot change on resume"):
+        resume_argv([f"resume={run_dir}", "model=srn"])

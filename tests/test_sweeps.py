@@ -251,3 +251,22 @@ def test_the_slurm_launcher_config_asks_for_what_a_job_needs(make_cfg):
     instantiate(launcher)  # a launcher Hydra can build; submitting needs a cluster
     assert job_threads(make_cfg(), launcher) == 2  # torch uses the cores Slurm gives the job
     assert job_threads(make_cfg("threads=3"), launcher) == 3
+
+
+def test_the_memory_experiment_reports_accuracy_against_length_per_cell(tmp_path, data_dir):
+    from srn_lightning import report
+
+    rc, out = finish(launch(["-m", "experiment=memory", "model=srn,lstm", "length=10,20", "threads=1"],
+                            tmp_path, data_dir))
+    assert rc == 0, out[-3000:]
+    sweep = the_sweep_dir(tmp_path)
+    jobs = read_csv(sweep / "summary.csv")
+    assert {(r["cell"], r["optimizer"], r["length"], r["batch_size"]) for r in jobs} == {
+        (cell, "adam", length, "8") for cell in ("srn", "lstm") for length in ("10", "20")}
+    settings = {r["setting"] for r in read_csv(sweep / "summary_by_setting.csv")}
+    assert settings == {f"model={c} length={n}" for c in ("srn", "lstm") for n in (10, 20)}
+    rows = [report.read_job(int(r["job"]), sweep / r["dir"], sweep) for r in jobs]
+    accuracy = report.figure_data(rows, sweep)["accuracy"]  # what the figure's bottom panel draws
+    assert set(accuracy) == {"model=srn", "model=lstm"}
+    assert all([p[0] for p in points] == ["length=10", "length=20"] for points in accuracy.values())
+    assert (sweep / "sweep.png").stat().st_size > 10_000
