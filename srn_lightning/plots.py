@@ -13,10 +13,7 @@ def plot_grad_norms(columns: dict, out_stem, keep_steps: int | None = None, titl
     """The book's figure: the pre-clip L2 gradient norm of W, U and b (`columns["W_pre"]`, ...)
     against `columns["step"]`, the first `keep_steps` steps (all if None). Writes `<out_stem>.png`
     and `.pdf`; returns the PNG's pixels, RGBA [height, width, 4]."""
-    import numpy as np
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.image import imsave
 
     steps = columns["step"]
     n = len(steps) if keep_steps is None else min(keep_steps, len(steps))
@@ -29,15 +26,7 @@ def plot_grad_norms(columns: dict, out_stem, keep_steps: int | None = None, titl
     if title:
         ax.set_title(title, fontsize=10)
     ax.legend(loc="upper right")
-    out_stem = Path(out_stem)
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()  # drawn once: the PNG and the returned pixels are this drawing
-    pixels = np.asarray(canvas.buffer_rgba()).copy()
-    imsave(out_stem.with_suffix(".png"), pixels)
-    # Constrained layout is most of a draw's cost: the PDF reuses the layout the drawing found.
-    fig.set_layout_engine("none")
-    fig.savefig(out_stem.with_suffix(".pdf"))
-    return pixels
+    return _save_png_pdf(fig, out_stem)
 
 
 def plot_grad_time(flow: dict, norms: dict, out_stem, title: str = ""):
@@ -51,9 +40,7 @@ def plot_grad_time(flow: dict, norms: dict, out_stem, title: str = ""):
     the PNG's pixels, RGBA [height, width, 4]."""
     import numpy as np
     from matplotlib import colormaps
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.image import imsave
 
     steps = np.asarray(flow["step"])
     h = np.array([flow[c] for c in flow if c.startswith("h_")])  # [T, steps]
@@ -98,6 +85,17 @@ def plot_grad_time(flow: dict, norms: dict, out_stem, title: str = ""):
     sigma.set_title("largest singular value of U (line: 1)", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
+
+    return _save_png_pdf(fig, out_stem)
+
+
+def _save_png_pdf(fig, out_stem):
+    """`<out_stem>.png` and `.pdf` of `fig`; returns the PNG's pixels, RGBA [height, width, 4]. The
+    figure is rasterised once: the PNG and the pixels (TensorBoard's image) are that drawing, and
+    the PDF reuses the layout it found (constrained layout is most of a drawing's cost)."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.image import imsave
 
     out_stem = Path(out_stem)
     canvas = FigureCanvasAgg(fig)

@@ -35,14 +35,20 @@ def test_each_clip_preset_sets_its_own_plot_steps():
     assert compose_cfg("clip=norm", "plot_steps=7").plot_steps == 7
 
 
-def test_resume_replays_the_run_s_own_overrides_in_its_own_dir(tmp_path):
+def interrupted_run_dir(tmp_path, overrides: str):
+    """A run dir as an interrupted run leaves it, as far as resume_argv reads it."""
     import torch
 
     run_dir = tmp_path / "run"
     (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("- clip=norm\n- length=10\n")
+    (run_dir / ".hydra" / "overrides.yaml").write_text(overrides)
     (run_dir / "checkpoints").mkdir()
     torch.save({"state_dict": {}, "loops": {}}, run_dir / "checkpoints" / "last.ckpt")
+    return run_dir
+
+
+def test_resume_replays_the_run_s_own_overrides_in_its_own_dir(tmp_path):
+    run_dir = interrupted_run_dir(tmp_path, "- clip=norm\n- length=10\n")
     argv = resume_argv([f"resume={run_dir}", "trainer.max_epochs=9"])
     assert argv == ["clip=norm", "length=10", "trainer.max_epochs=9",
                     f"resume='{run_dir / 'checkpoints' / 'last.ckpt'}'", f"hydra.run.dir='{run_dir}'"]
@@ -65,13 +71,7 @@ def test_a_bad_choice_is_explained_in_one_line(override, line):
 
 
 def test_a_resumed_run_keeps_its_cell_and_optimizer(tmp_path):
-    import torch
-
-    run_dir = tmp_path / "run"
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("- experiment=memory\n- model=lstm\n")
-    (run_dir / "checkpoints").mkdir()
-    torch.save({"state_dict": {}, "loops": {}}, run_dir / "checkpoints" / "last.ckpt")
+    run_dir = interrupted_run_dir(tmp_path, "- experiment=memory\n- model=lstm\n")
     argv = resume_argv([f"resume={run_dir}"])
     cfg = compose_cfg(*[a for a in argv if not a.startswith(("resume=", "hydra."))])
     assert (cfg.model.cell, cfg.optimizer.name) == ("lstm", "adam")
