@@ -1,5 +1,6 @@
 """The run's callbacks, one job each: measure the gradient norms (`GradNormMonitor`), stop on
-non-finite values (`StopOnNonFinite`), write what was measured (`GradNormWriter`)."""
+non-finite values (`StopOnNonFinite`), write what was measured (`GradNormWriter`), keep the run's
+config in its checkpoints (`RunConfig`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn.utils import get_total_norm
 
 from srn_lightning import record
+from srn_lightning.files import open_nofollow
 
 
 class GradNormMonitor(Callback):
@@ -59,7 +61,9 @@ class GradNormMonitor(Callback):
         tracked = [zero if p.grad is None else torch.linalg.vector_norm(p.grad) for p in self._tracked]
         return torch.stack([*tracked, get_total_norm(grads)])
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # on_fit_start, not on_train_start: a fit resumed from its final checkpoint skips training
+        # (and on_train_start) and must still have the rows. Lightning has loaded the state by now.
         self._params = list(pl_module.parameters())
         self._rows, self._restored = self._restored or [], None
         self._pending, self._pending_steps = [], []
@@ -156,11 +160,14 @@ class GradNormWriter(Callback):
         self.tags = ["train/loss", *(f"grad_norm_{when}/{n}" for when in ("pre", "post") for n in names)]
         self._written = 0
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer, pl_module) -> None:
         rows = self.monitor.rows()  # a resumed run's rows before its checkpoint; none in a new run
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self.csv_path.write_text(record.csv_text(rows, header=True))
+        with open_nofollow(self.csv_path, "w") as f:
+            f.write(record.csv_text(rows, header=True))
         self._written = len(rows)
+
+    def on_train_start(self, trainer, pl_module) -> None:
         chart = {f"{when}-clip": ["Multiline", [f"grad_norm_{when}/{n}" for n in self.monitor.names]]
                  for when in ("pre", "post")}
         for logger in trainer.loggers:
@@ -171,7 +178,7 @@ class GradNormWriter(Callback):
         rows = self.monitor.rows()[self._written:]
         if not rows:
             return
-        with self.csv_path.open("a", newline="") as f:
+        with open_nofollow(self.csv_path, "a") as f:
             f.write(record.csv_text(rows))
         self._written += len(rows)
         for logger in trainer.loggers:
@@ -189,6 +196,20 @@ class GradNormWriter(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self.flush(trainer)  # diverged or interrupted: what was measured is kept
+
+
+class RunConfig(Callback):
+    """Saves the config a run is known by (`record.config_summary` and the input size) in every
+    checkpoint, so that a resume can tell a checkpoint of another run from its own."""
+
+    def __init__(self, summary: dict) -> None:
+        self.summary = dict(summary)
+
+    def state_dict(self) -> dict:
+        return dict(self.summary)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass  # checked before the fit (resume.check_checkpoint), never taken over
 
 
 def log_image(trainer, tag: str, image, step: int) -> None:

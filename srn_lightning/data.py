@@ -142,12 +142,15 @@ class DigitSumDataModule(LightningDataModule):
         self.data_dir, self.length, self.batch_size = data_dir, length, batch_size
         self.seed, self.num_workers, self.regenerate = seed, num_workers, regenerate
         self.splits: dict[str, TensorDataset] = {}
+        self.prepared = False  # the files are checked (or written) once per run, not per fit and test
         # One generator for the whole fit, its state saved in checkpoints: a resumed run draws the
         # same batch order for its remaining epochs as an uninterrupted one.
         self.shuffle_generator = torch.Generator().manual_seed(seed)
 
     def prepare_data(self) -> None:
-        ensure_files(self.data_dir, self.length, self.regenerate)
+        if not self.prepared:
+            ensure_files(self.data_dir, self.length, self.regenerate)
+            self.prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:

@@ -10,6 +10,8 @@ import atexit
 import gc
 import logging
 import os
+import shlex
+import signal
 import sys
 import time
 import warnings
@@ -19,10 +21,10 @@ from typing import Any, NamedTuple, NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import record
+from srn_lightning import interrupts, record
 from srn_lightning.config import check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
-from srn_lightning.resume import resume_argv
+from srn_lightning.resume import check_checkpoint, resume_argv
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
@@ -39,39 +41,81 @@ class Built(NamedTuple):
 
 
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
-    """One run in `run_dir`: build, fit, test the best-on-dev checkpoint, record. Returns the
-    metrics it also writes to `run_dir/metrics.json`. `callbacks` are added to the project's own
-    (handy for notebooks and tests).
+    """One run in `run_dir`: build, make the data files, fit, test the best-on-dev checkpoint,
+    draw, record. Returns the metrics it also writes to `run_dir/metrics.json`. `callbacks` are
+    added to the project's own (handy for notebooks and tests).
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
-    is tested); "interrupted" (SIGINT/SIGTERM: last.ckpt holds the last completed epoch; raises
-    SystemExit after writing metrics.json).
+    is tested); "interrupted" (SIGINT/SIGTERM in any phase: metrics.json says which, last.ckpt holds
+    the last completed epoch; raises SystemExit after writing metrics.json).
     """
     validate(cfg)
     check_trainer_keys(cfg.trainer)
     from lightning.pytorch import seed_everything
 
     run_dir = Path(run_dir)
-    seed_everything(cfg.seed, workers=True, verbose=False)
-    built = build(cfg, run_dir, callbacks)
-    outcome = fit(built, cfg.resume)
-    if outcome["status"] == "interrupted":
-        stop_interrupted(cfg, built, run_dir)
-    finished = False
+    built = None
+    with interrupts.Phases() as phases:
+        try:
+            seed_everything(cfg.seed, workers=True, verbose=False)
+            built = build(cfg, run_dir, callbacks)
+            ckpt = resume_checkpoint(cfg.resume)
+            if ckpt is not None:
+                check_checkpoint(ckpt, built.module, run_config(cfg))
+            phases.enter("data")
+            built.datamodule.prepare_data()
+            phases.enter("fit")
+            outcome = fit(built, ckpt)
+            if outcome["status"] == "interrupted":
+                raise interrupts.Interrupted("fit", phases.signum or signal.SIGINT)
+            phases.check()  # a SIGTERM that came as the fit ended
+            return finish(cfg, built, run_dir, outcome, phases)
+        except interrupts.Interrupted as stop:
+            stop_interrupted(cfg, built, run_dir, stop)
+
+
+def resume_checkpoint(resume) -> str | None:
+    """The checkpoint a run resumes from: `resume` when it names one; None for a fresh run, or for
+    a run dir that has none yet (a run stopped before its first epoch ended starts over in it)."""
+    return resume if resume is not None and Path(resume).is_file() else None
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """What a checkpoint must have been trained with to be resumed by this run."""
+    return {**record.config_summary(cfg), "input_size": cfg.model.input_size}
+
+
+def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) -> dict:
+    """After the fit: test the best checkpoint, draw, record."""
     try:
+        phases.enter("test")
+        best = evaluate_best(built)
         metrics = record.finished_metrics(
-            cfg=cfg, **outcome, **evaluate_best(built), epochs=built.trainer.current_epoch,
+            cfg=cfg, **outcome, **best, epochs=epochs_done(built.trainer),
             steps=built.trainer.global_step, columns=record.columns(built.monitor.rows()),
         )
+        phases.enter("figures")
         draw(cfg, built, run_dir)
         built.trainer.logger.log_hyperparams(record.hparams(cfg), record.hparam_metrics(metrics))
-        finished = True
-    finally:
+    except Exception:
+        built.trainer.logger.finalize("failed")
+        raise
+    phases.enter("record")
+    with interrupts.deferred():  # a signal now waits until the record is whole, then is acted on
         # the figure and HParams events written after test: flushed and closed here, not left to
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
-        built.trainer.logger.finalize("success" if finished else "failed")
-    record.write_metrics(run_dir, metrics)
+        built.trainer.logger.finalize("success")
+        record.write_metrics(run_dir, metrics)
     return metrics
+
+
+def epochs_done(trainer) -> int:
+    """The epochs trained to their end, as the checkpoints count them: an epoch cut short (by
+    +trainer.max_steps, an interrupt, divergence) is not one; `steps` says how far it went."""
+    per_epoch = trainer.num_training_batches
+    if not trainer.global_step or not 0 < per_epoch < float("inf"):
+        return 0 if not trainer.global_step else trainer.current_epoch
+    return trainer.global_step // int(per_epoch)
 
 
 def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
@@ -81,7 +125,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from srn_lightning import clipping
-    from srn_lightning.callbacks import GradNormMonitor, GradNormWriter, StopOnNonFinite
+    from srn_lightning.callbacks import GradNormMonitor, GradNormWriter, RunConfig, StopOnNonFinite
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import SRNClassifier
 
@@ -107,7 +151,8 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         default_root_dir=run_dir,
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False),
         callbacks=[best, last, monitor, StopOnNonFinite(monitor),
-                   GradNormWriter(monitor, run_dir / record.CSV_NAME), *callbacks],
+                   GradNormWriter(monitor, run_dir / record.CSV_NAME), RunConfig(run_config(cfg)),
+                   *callbacks],
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
     return Built(trainer, module, datamodule, monitor, best)
@@ -126,7 +171,7 @@ def fit(built: Built, ckpt_path) -> dict:
     except Diverged as err:
         log.warning("diverged: %s; stopped, artifacts kept", err)
         outcome = {"status": "diverged", "diverged_step": err.step}
-    except SystemExit:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after a graceful stop
+    except SystemExit:  # Lightning turns SIGTERM into SystemExit after a graceful stop
         if not built.trainer.interrupted:
             raise
         outcome = {"status": "interrupted"}
@@ -158,16 +203,23 @@ def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
     log_image(built.trainer, "grad_norms", pixels, built.trainer.global_step)
 
 
-def stop_interrupted(cfg: DictConfig, built: Built, run_dir: Path) -> NoReturn:
-    """An interrupted run's record: the figure of what was measured, metrics.json saying how to
-    go on; then SystemExit with that line."""
-    epochs_done = built.trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
-    draw(cfg, built, run_dir)
-    built.trainer.logger.finalize("failed")  # as Lightning does on an interrupt
-    resume = f"python -m srn_lightning.train resume={run_dir}"
-    record.write_metrics(run_dir, record.interrupted_metrics(
-        cfg, epochs=epochs_done, steps=built.trainer.global_step, resume=resume))
-    raise SystemExit(f"interrupted after {epochs_done} completed epochs; continue with: {resume}")
+def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
+                     stop: interrupts.Interrupted) -> NoReturn:
+    """An interrupted run's record, first and whole (metrics.json saying where it stopped and how
+    to go on), then the figure of what was measured; then SystemExit with that line."""
+    trainer = built.trainer if built is not None else None
+    epochs, steps = (epochs_done(trainer), trainer.global_step) if trainer else (0, 0)
+    resume = f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}"
+    with interrupts.deferred():
+        record.write_metrics(run_dir, record.interrupted_metrics(
+            cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
+    log.warning("interrupted by %s during %s", stop.signal, stop.phase)
+    if trainer is not None:
+        if built.monitor.rows():
+            draw(cfg, built, run_dir)
+        trainer.logger.finalize("failed")  # as Lightning does on an interrupt
+    raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {epochs} completed "
+                     f"epochs; continue with: {resume}")
 
 
 # ---- the process -------------------------------------------------------------------------------
