@@ -203,27 +203,46 @@ def check_fresh_run_dir(run_dir, resume) -> None:
         )
 
 
+def check_fresh_sweep_dir(sweep_dir) -> None:
+    """A sweep never adds its jobs to another sweep's: their job numbers, checkpoints and logs would
+    mix in one report."""
+    held = [p.parent.parent for p in Path(sweep_dir).glob("*/.hydra/overrides.yaml")]
+    if held:
+        raise ConfigError("hydra.sweep.dir", sweep_dir, f"a new directory: this one holds the "
+                          f"{len(held)} jobs of another sweep (e.g. {held[0].name})")
+
+
 class CheckConfig(Callback):
     """Hydra callback: checks a run's config, and the output dir of a run or sweep, before Hydra
     creates that dir. Hydra turns an exception in a callback into a warning and goes on, so a bad
     config exits here, with its one line."""
 
     def on_run_start(self, config, **kwargs) -> None:
+        from srn_lightning import locks
+
+        run_dir = config.hydra.run.dir
         try:
             validate(config)
-            check_fresh_run_dir(config.hydra.run.dir, config.resume)
-            check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
+            locks.check_free(run_dir)  # a dir another process writes: its pid, before anything else
+            check_fresh_run_dir(run_dir, config.resume)
+            check_writable_dir(run_dir, "hydra.run.dir")
             check_trainer_keys(config.trainer)  # last: it imports Lightning
-        except ConfigError as err:
+            locks.hold(run_dir)  # for the whole process: before Hydra writes the dir's first file
+        except UserError as err:
             raise SystemExit(f"error: {err}") from None
         except Exception as err:  # a check that broke must still stop the run, not be a warning
             raise SystemExit(f"error: config check failed: {type(err).__name__}: {err}") from None
 
     def on_multirun_start(self, config, **kwargs) -> None:
         # each job's values are checked in the job: a bad one fails that job, not the sweep
+        from srn_lightning import locks
+
+        sweep_dir = config.hydra.sweep.dir
         try:
-            check_writable_dir(config.hydra.sweep.dir, "hydra.sweep.dir")
-        except ConfigError as err:
+            check_writable_dir(sweep_dir, "hydra.sweep.dir")
+            locks.hold(sweep_dir)  # for the launching process's lifetime
+            check_fresh_sweep_dir(sweep_dir)
+        except UserError as err:
             raise SystemExit(f"error: {err}") from None
 
 

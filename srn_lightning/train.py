@@ -21,7 +21,7 @@ from typing import Any, NamedTuple, NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import interrupts, record
+from srn_lightning import interrupts, locks, record
 from srn_lightning.config import check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
 from srn_lightning.resume import check_checkpoint, resume_argv
@@ -298,14 +298,20 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    setup_process(cfg, hydra_cfg.launcher)
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        metrics = run(cfg, run_dir)
-    except Exception as err:
-        reason = record_failure(cfg, run_dir, err)
-        log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
-        raise  # in a sweep Hydra runs the other jobs, then exits non-zero
+    with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
+        try:
+            setup_process(cfg, hydra_cfg.launcher)
+            locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
+            metrics = run(cfg, run_dir)
+        except interrupts.Interrupted as stop:
+            stop_interrupted(cfg, None, run_dir, stop)
+        except Exception as err:
+            reason = record_failure(cfg, run_dir, err)
+            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
+            raise  # in a sweep Hydra runs the other jobs, then exits non-zero
+        finally:
+            locks.release(run_dir)
     return metrics["dev_best"] or 0.0
 
 
@@ -317,9 +323,15 @@ def cli() -> None:
 
     # Hydra would print config errors itself, over several lines; let them reach us instead.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    phases = interrupts.Phases()
+    phases.phase = "start-up or exit"  # a run's own phases cover everything in between
     try:
-        sys.argv[1:] = resume_argv(sys.argv[1:])
-        main()
+        with phases:
+            sys.argv[1:] = resume_argv(sys.argv[1:])
+            main()
+    except interrupts.Interrupted as stop:
+        sys.exit(f"error: interrupted by {stop.signal} (before the run started, or after its "
+                 "record was written)")
     except UserError as err:
         sys.exit(f"error: {err}")
     except (HydraException, OmegaConfBaseException) as err:
