@@ -81,9 +81,16 @@ def ensure_files(data_dir, length: int, regenerate: bool = False) -> None:
     expected = {s: format_examples(e) for s, e in examples_for_length(length).items()}
     for split, text in expected.items():
         path = split_path(data_dir, length, split)
-        if regenerate or not path.exists():
-            write_atomic(path, text)
-        elif path.read_text() != text:
+        if path.is_dir():
+            raise DataFileError(f"{path}: a directory, not a data file; remove it, and the run writes the file")
+        try:
+            if regenerate or not path.exists():
+                write_atomic(path, text)
+                continue
+            current = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataFileError(f"{path}: cannot be read or written ({getattr(err, 'strerror', None) or err})") from None
+        if current != text:
             # parse first: a malformed file gets the error that names its line
             read_split(path, length)
             raise DataFileError(
@@ -95,10 +102,10 @@ def ensure_files(data_dir, length: int, regenerate: bool = False) -> None:
 def read_split(path, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Parse one split file into (sequences [N, length] int64, labels [N] int64), checking every line."""
     path = Path(path)
-    if not path.exists():
-        raise DataFileError(f"{path}: missing")
+    if not path.is_file():
+        raise DataFileError(f"{path}: {'a directory, not a data file' if path.is_dir() else 'missing'}")
     seqs, labels = [], []
-    with path.open() as f:
+    with path.open(errors="replace") as f:  # a byte that is not text: reported as a bad token
         for lineno, line in enumerate(f, 1):
             where = f"{path}:{lineno}"
             if not line.endswith("\n"):
