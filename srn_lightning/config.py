@@ -293,7 +293,10 @@ class CheckConfig(Callback):
             locks.check_free(run_dir)  # a dir another process writes: its pid, before anything else
             check_fresh_run_dir(run_dir, config.resume)
             check_writable_dir(run_dir, "hydra.run.dir")
-            check_trainer_keys(config.trainer)  # last: it imports Lightning
+            check_trainer_keys(config.trainer)  # it imports Lightning: after the quick checks
+            from srn_lightning.train import check_resume
+
+            check_resume(config)  # the checkpoint fits the run: refused before Hydra writes the dir
             locks.hold(run_dir)  # for the whole process: before Hydra writes the dir's first file
         except UserError as err:
             raise SystemExit(f"error: {err}") from None

@@ -3,9 +3,10 @@ becomes `Interrupted` carrying that phase, so every stop ends with a record that
 
 Inside the fit, SIGTERM is left to Lightning: its `_SignalConnector` wraps the handler installed
 here, notes the signal and stops the fit at the next step, where the last checkpoint is whole.
-Everywhere else (data, test, figures, record, and the fit's own set-up before Lightning's handler is
-in place) the signal is raised where it lands. The first signal is the one acted on: later ones are
-logged and ignored, so a second Ctrl-C cannot cut the writing of the record short.
+Everywhere else (data, test, figures, and the fit's own set-up before Lightning's handler is in
+place) the signal is raised where it lands; while a file of the record is written (`deferred`), as
+soon as it is whole. The first signal is the one acted on: later ones are logged and ignored, so a
+second Ctrl-C cannot cut the writing of the record short.
 """
 
 from __future__ import annotations
@@ -34,19 +35,24 @@ class Phases:
     in it. Use as a context manager: the handlers are installed for its duration (in the main
     thread only: Python delivers signals there), and the previous ones restored after."""
 
-    def __init__(self) -> None:
-        self.phase = "setup"
+    def __init__(self, phase: str = "setup") -> None:
+        self.phase = phase
         self.signum: int | None = None  # the first signal received
+        self._acted = False  # Interrupted raised for it
+        self._deferring = 0
         self._previous: dict = {}
 
     def __enter__(self) -> Phases:
         if threading.current_thread() is threading.main_thread():
             self._previous = {s: signal.signal(s, self._handle) for s in SIGNALS}
+            _active.append(self)
         return self
 
     def __exit__(self, *exc) -> None:
         for s, handler in self._previous.items():
             signal.signal(s, handler)
+        if self in _active:
+            _active.remove(self)
 
     def enter(self, phase: str) -> None:
         """Starts `phase`; the log line is what tests and people watching the log go by."""
@@ -54,9 +60,10 @@ class Phases:
         log.info("phase: %s", phase)
 
     def check(self) -> None:
-        """Raises `Interrupted` for a signal noted but not acted on (SIGTERM that Lightning handled
-        in a fit, or one that came as the fit ended)."""
-        if self.signum is not None:
+        """Raises `Interrupted` for a signal noted but not acted on yet (a SIGTERM that Lightning
+        handled in a fit, or one that came as the fit ended, or while a file was written)."""
+        if self.signum is not None and not self._acted:
+            self._acted = True
             raise Interrupted(self.phase, self.signum)
 
     def _handle(self, signum, frame) -> None:
@@ -65,22 +72,32 @@ class Phases:
                         signal.Signals(signum).name)
             return
         self.signum = signum
+        if self._deferring:
+            return  # acted on as the deferred block ends
         # Lightning's handler calls this one from its own while it fits: it stops at the next step
         wrapped = signal.getsignal(signum) is not self._handle
         if self.phase == "fit" and signum == signal.SIGTERM and wrapped:
             return
-        raise Interrupted(self.phase, signum)
+        self.check()
+
+
+_active: list[Phases] = []  # the Phases whose handlers are installed, innermost last
 
 
 @contextlib.contextmanager
 def deferred():
-    """SIGINT and SIGTERM wait until the block is done: a file is written whole or not at all.
-    Python runs the handler of a signal that came meanwhile as the block ends."""
-    if threading.current_thread() is not threading.main_thread():
+    """SIGINT and SIGTERM wait until the block is done: a file is written whole or not at all. A
+    signal that came meanwhile is acted on as the block ends. (A signal mask would not do: in a
+    process with other threads, TensorBoard's writer or torch's, the kernel hands a signal to any
+    thread that does not block it.)"""
+    phases = _active[-1] if _active else None
+    if phases is None:
         yield
         return
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    phases._deferring += 1
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        phases._deferring -= 1
+    if not phases._deferring:
+        phases.check()

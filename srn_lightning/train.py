@@ -61,7 +61,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
             built = build(cfg, run_dir, callbacks)
             ckpt = resume_checkpoint(cfg.resume)
             if ckpt is not None:
-                check_checkpoint(ckpt, built.module, run_config(cfg))
+                check_checkpoint(ckpt, built.module, run_config(cfg))  # also when run() is called directly
             phases.enter("data")
             built.datamodule.prepare_data()
             phases.enter("fit")
@@ -127,17 +127,11 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     from srn_lightning import clipping
     from srn_lightning.callbacks import GradNormMonitor, GradNormWriter, RunConfig, StopOnNonFinite
     from srn_lightning.data import DigitSumDataModule
-    from srn_lightning.module import SRNClassifier
-
     datamodule = DigitSumDataModule(
         hydra.utils.to_absolute_path(cfg.data.dir), cfg.length, cfg.batch_size, cfg.seed,
         cfg.data.num_workers, cfg.data.regenerate,
     )
-    module = SRNClassifier(
-        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, reduction=str(cfg.reduction), clip_mode=str(cfg.clip.mode),
-        clip_val=cfg.clip.val,
-    )
+    module = make_module(cfg)
     best = ModelCheckpoint(  # the best on dev, tested at the end
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
         mode="max", auto_insert_metric_name=False,
@@ -156,6 +150,25 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
     return Built(trainer, module, datamodule, monitor, best)
+
+
+def make_module(cfg: DictConfig):
+    """The LightningModule of a run's config."""
+    from srn_lightning.module import SRNClassifier
+
+    return SRNClassifier(
+        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, reduction=str(cfg.reduction), clip_mode=str(cfg.clip.mode),
+        clip_val=cfg.clip.val,
+    )
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """A resumed run's checkpoint is one of this run (resume.check_checkpoint); nothing to check
+    for a fresh run, or for a run dir that starts over."""
+    ckpt = resume_checkpoint(cfg.resume)
+    if ckpt is not None:
+        check_checkpoint(ckpt, make_module(cfg), run_config(cfg))
 
 
 def fit(built: Built, ckpt_path) -> dict:
@@ -210,10 +223,10 @@ def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
     trainer = built.trainer if built is not None else None
     epochs, steps = (epochs_done(trainer), trainer.global_step) if trainer else (0, 0)
     resume = f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}"
-    with interrupts.deferred():
-        record.write_metrics(run_dir, record.interrupted_metrics(
-            cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
-    log.warning("interrupted by %s during %s", stop.signal, stop.phase)
+    log.warning("interrupted by %s during %s; writing the record", stop.signal, stop.phase)
+    # a second signal is ignored from now on (interrupts.Phases): the record is written whole
+    record.write_metrics(run_dir, record.interrupted_metrics(
+        cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
     if trainer is not None:
         if built.monitor.rows():
             draw(cfg, built, run_dir)
@@ -323,10 +336,8 @@ def cli() -> None:
 
     # Hydra would print config errors itself, over several lines; let them reach us instead.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    phases = interrupts.Phases()
-    phases.phase = "start-up or exit"  # a run's own phases cover everything in between
     try:
-        with phases:
+        with interrupts.Phases("start-up or exit"):  # a run's own phases cover everything in between
             sys.argv[1:] = resume_argv(sys.argv[1:])
             main()
     except interrupts.Interrupted as stop:
