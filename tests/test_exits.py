@@ -199,6 +199,31 @@ def test_a_checkpoint_without_the_grad_norm_rows_is_refused(run_dir):
         resolve_resume(run_dir)
 
 
+@pytest.mark.parametrize("spoil", ["half a row", "deleted"])
+def test_resume_rewrites_the_csv_from_the_checkpoint_whatever_is_on_disk(straight, make_cfg, tmp_path, spoil):
+    run_dir = tmp_path  # run here, not copied: the checkpoints remember their dir
+    run(make_cfg(*SHORT), run_dir)
+    csv = run_dir / "grad_norms.csv"
+    if spoil == "deleted":
+        csv.unlink()
+    else:
+        csv.write_bytes(csv.read_bytes()[:-30])
+    resumed = run(make_cfg(*SHORT, f"resume={run_dir / 'checkpoints' / 'last.ckpt'}"), run_dir)
+    assert without_timing(resumed) == straight[0] and csv.read_bytes() == straight[1]
+
+
+@pytest.mark.slow
+def test_a_checkpoint_that_does_not_fit_the_run_is_one_line_and_touches_nothing(run_dir, tmp_path):
+    with (run_dir / ".hydra" / "overrides.yaml").open("a") as f:
+        f.write("- model.hidden_size=16\n")
+    before = (run_dir / "metrics.json").read_bytes()
+    proc = run_cli([f"resume={run_dir}"], tmp_path)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stdout, proc.stderr
+    assert lines[0].startswith("error: resume=") and "weights do not fit this run's model" in lines[0]
+    assert (run_dir / "metrics.json").read_bytes() == before
+
+
 @pytest.mark.parametrize("path", ["/tmp/it's here/run", "/tmp/a \\ b\\", "/tmp/ü/${oc.env:HOME}/x", '/t/"q"'])
 def test_a_path_is_quoted_for_hydra_and_read_back_exactly(path):
     from hydra.core.override_parser.overrides_parser import OverridesParser
