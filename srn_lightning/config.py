@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from srn_lightning.errors import UserError
 
@@ -94,7 +94,7 @@ def job_dir_name(*, _root_) -> str:
     import hashlib
 
     job = _root_.hydra.job
-    name = f"{job.num + int(os.environ.get(JOB_OFFSET_ENV, 0))}_{job.override_dirname}"
+    name = f"{job.num + int(os.environ.get(JOB_OFFSET_ENV, '0'))}_{job.override_dirname}"
     raw = name.encode()
     if len(raw) <= MAX_DIR_NAME:
         return name

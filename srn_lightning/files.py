@@ -32,7 +32,7 @@ def open_nofollow(path, mode: str):
     flags |= os.O_TRUNC if mode == "w" else os.O_APPEND
     try:
         fd = os.open(path, flags, 0o666)
-    except OSError as err:
+    except OSError:
         if Path(path).is_symlink():
             raise UnsafePathError(f"{path}: a symbolic link; a run writes only files of its own dir") from None
         raise

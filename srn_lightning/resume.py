@@ -39,6 +39,9 @@ def resolve_resume(target) -> tuple[Path, Path | None]:
         run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
     else:
         raise ResumeError(f"resume={target}: no such run dir or checkpoint")
+    if "${" in str(run_dir):  # Hydra resolves the dir's path in its own config: it must not be one
+        raise ResumeError(f"resume={target}: {run_dir} holds '${{', which Hydra would read as an "
+                          "interpolation; rename the dir")
     if not (run_dir / ".hydra" / "overrides.yaml").is_file():
         raise ResumeError(f"resume={target}: {run_dir} is not a run dir (no .hydra/overrides.yaml)")
     check_no_links(target, run_dir)
@@ -157,8 +160,6 @@ def quote(value) -> str:
 
 def resume_argv(argv: list[str]) -> list[str]:
     """Rewrite `resume=X [overrides]` into the run's own overrides + the given ones, in its own dir."""
-    import yaml
-
     targets = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     if not targets or targets[-1] == "null":
         return argv
@@ -180,6 +181,7 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 
 def read_overrides(run_dir: Path) -> list:
+    """The run's saved overrides: a YAML list, or ResumeError."""
     import yaml
 
     path = run_dir / ".hydra" / "overrides.yaml"

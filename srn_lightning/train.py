@@ -110,12 +110,13 @@ def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) 
 
 
 def epochs_done(trainer) -> int:
-    """The epochs trained to their end, as the checkpoints count them: an epoch cut short (by
-    +trainer.max_steps, an interrupt, divergence) is not one; `steps` says how far it went."""
+    """The epochs trained to their end: all their steps done and their end (and last.ckpt)
+    reached. An epoch cut short (by +trainer.max_steps, an interrupt, divergence) is not one;
+    `steps` says how far it went."""
     per_epoch = trainer.num_training_batches
-    if not trainer.global_step or not 0 < per_epoch < float("inf"):
-        return 0 if not trainer.global_step else trainer.current_epoch
-    return trainer.global_step // int(per_epoch)
+    if not 0 < per_epoch < float("inf"):  # no training data loaded (stopped before the fit)
+        return trainer.current_epoch
+    return min(trainer.global_step // int(per_epoch), trainer.current_epoch)
 
 
 def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
