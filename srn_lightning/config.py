@@ -296,7 +296,7 @@ class CheckConfig(Callback):
             check_trainer_keys(config.trainer)  # it imports Lightning: after the quick checks
             from srn_lightning.train import check_resume
 
-            check_resume(config)  # the checkpoint fits the run: refused before Hydra writes the dir
+            check_resume(config, run_dir)  # the checkpoint fits the run: refused before Hydra writes the dir
             locks.hold(run_dir)  # for the whole process: before Hydra writes the dir's first file
         except UserError as err:
             raise SystemExit(f"error: {err}") from None

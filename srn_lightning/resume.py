@@ -81,11 +81,13 @@ def load_checkpoint(ckpt: Path, target) -> dict:
     return state
 
 
-def check_checkpoint(ckpt, module, run_config: dict) -> None:
-    """The checkpoint is one of this run: its weights have the module's names and shapes, and the
+def check_checkpoint(ckpt, module, run_config: dict, run_dir) -> None:
+    """The checkpoint is one of this run: its weights have the module's names and shapes, the
     config it was trained with (cell, sizes, length, and everything else the run is known by, as
-    the `RunConfig` callback saved it) is `run_config`."""
+    the `RunConfig` callback saved it) is `run_config`, and the checkpoints it names are in
+    `run_dir`'s checkpoints/ (the best one is tested at the end)."""
     state = load_checkpoint(Path(ckpt), ckpt)
+    check_checkpoint_paths(ckpt, state, Path(run_dir))
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     saved_shapes = {k: tuple(getattr(v, "shape", ())) for k, v in state["state_dict"].items()}
     if saved_shapes != shapes:
@@ -102,6 +104,23 @@ def check_checkpoint(ckpt, module, run_config: dict) -> None:
             raise ResumeError(f"resume={ckpt}: the checkpoint was trained with {key}="
                               f"{saved.get(key)}, this run has {key}={value}; resume only with the "
                               "run's own checkpoint")
+
+
+def check_checkpoint_paths(ckpt, state: dict, run_dir: Path) -> None:
+    """The ModelCheckpoint states in `state` name files of `run_dir`'s checkpoints/ only: a run
+    dir that was moved or copied, or a crafted state, would have the run test (read) a file
+    elsewhere."""
+    home = os.path.realpath(run_dir / "checkpoints")
+    for key, cb in state.get("callbacks", {}).items():
+        if not isinstance(cb, dict) or "dirpath" not in cb:
+            continue
+        paths = [cb.get("dirpath"), cb.get("best_model_path"), cb.get("kth_best_model_path"),
+                 cb.get("last_model_path"), *(cb.get("best_k_models") or {})]
+        for path in filter(None, paths):
+            if os.path.realpath(os.path.dirname(path) if path != cb.get("dirpath") else path) != home:
+                raise ResumeError(f"resume={ckpt}: the checkpoint's {key.split('{')[0]} names {path}, "
+                                  f"outside {home} (a run dir moved or copied?); resume a run in the "
+                                  "dir it ran in, or start afresh")
 
 
 def replayable(override: str, run_dir: Path) -> str:

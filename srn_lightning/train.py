@@ -61,7 +61,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
             built = build(cfg, run_dir, callbacks)
             ckpt = resume_checkpoint(cfg.resume)
             if ckpt is not None:
-                check_checkpoint(ckpt, built.module, run_config(cfg))  # also when run() is called directly
+                check_checkpoint(ckpt, built.module, run_config(cfg), run_dir)  # when called directly too
             phases.enter("data")
             built.datamodule.prepare_data()
             phases.enter("fit")
@@ -164,12 +164,12 @@ def make_module(cfg: DictConfig):
     )
 
 
-def check_resume(cfg: DictConfig) -> None:
-    """A resumed run's checkpoint is one of this run (resume.check_checkpoint); nothing to check
-    for a fresh run, or for a run dir that starts over."""
+def check_resume(cfg: DictConfig, run_dir) -> None:
+    """A resumed run's checkpoint is one of this run in `run_dir` (resume.check_checkpoint);
+    nothing to check for a fresh run, or for a run dir that starts over."""
     ckpt = resume_checkpoint(cfg.resume)
     if ckpt is not None:
-        check_checkpoint(ckpt, make_module(cfg), run_config(cfg))
+        check_checkpoint(ckpt, make_module(cfg), run_config(cfg), run_dir)
 
 
 def fit(built: Built, ckpt_path) -> dict:

@@ -189,7 +189,13 @@ def test_a_checkpoint_of_another_run_is_refused(straight, data_dir):
     ]:
         cfg = compose_cfg(f"data.dir={data_dir}", *SHORT, *overrides)
         with pytest.raises(ResumeError, match=message):
-            check_checkpoint(ckpt, make_module(cfg), run_config(cfg))
+            check_checkpoint(ckpt, make_module(cfg), run_config(cfg), straight[2])
+
+
+def test_a_checkpoint_naming_files_of_another_dir_is_refused(straight, run_dir, data_dir):
+    cfg = compose_cfg(f"data.dir={data_dir}", *SHORT)
+    with pytest.raises(ResumeError, match=f"names {straight[2]}.*outside {run_dir}.*moved or copied"):
+        check_checkpoint(run_dir / "checkpoints" / "last.ckpt", make_module(cfg), run_config(cfg), run_dir)
 
 
 def test_a_checkpoint_without_the_grad_norm_rows_is_refused(run_dir):
