@@ -229,9 +229,12 @@ def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
     record.write_metrics(run_dir, record.interrupted_metrics(
         cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
     if trainer is not None:
-        if built.monitor.rows():
-            draw(cfg, built, run_dir)
-        trainer.logger.finalize("failed")  # as Lightning does on an interrupt
+        try:
+            if built.monitor.rows():
+                draw(cfg, built, run_dir)
+            trainer.logger.finalize("failed")  # as Lightning does on an interrupt
+        except Exception:  # the record says what happened; a figure that fails does not change it
+            log.exception("interrupted run: figure or TensorBoard files not written")
     raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {epochs} completed "
                      f"epochs; continue with: {resume}")
 
