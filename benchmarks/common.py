@@ -8,7 +8,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from srn_lightning.data import ensure_files
-from srn_lightning.train import CONFIG_DIR
+from srn_lightning.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = REPO / "outputs" / "benchmarks"

@@ -1,7 +1,7 @@
 """The run's callbacks, one job each: measure at every optimizer step (`GradNormMonitor`: the
 parameters' gradient norms; `GradFlowMonitor`: the gradient at every position of the sequence and
 the spectral norm of U), stop on non-finite values (`StopOnNonFinite`), write what was measured
-(`RowWriter`: a CSV and the loggers)."""
+(`RowWriter`: a CSV and the loggers), keep the run's config in its checkpoints (`RunConfig`)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from lightning.pytorch import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn.utils import get_total_norm
 
+from srn_lightning.files import open_nofollow
 from srn_lightning.record import csv_text
 
 
@@ -33,7 +34,9 @@ class RowMonitor(Callback):
         self._table = torch.zeros(0, len(self.columns))
         self._restored: torch.Tensor | None = None  # from a checkpoint, for the fit that resumes it
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # on_fit_start, not on_train_start: a fit resumed from its final checkpoint skips training
+        # (and on_train_start) and must still have the rows. Lightning has loaded the state by now.
         restored = self._restored if self._restored is not None else torch.zeros(0, len(self.columns))
         self._table, self._restored = restored, None
         self._pending, self._pending_steps, self.latest = [], [], None
@@ -104,8 +107,8 @@ class GradNormMonitor(RowMonitor):
         tracked = [zero if p.grad is None else torch.linalg.vector_norm(p.grad) for p in self._tracked]
         return torch.stack([*tracked, get_total_norm(grads)])
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
+    def on_fit_start(self, trainer, pl_module) -> None:
+        super().on_fit_start(trainer, pl_module)
         self._params = list(pl_module.parameters())
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
@@ -155,7 +158,6 @@ class GradFlowMonitor(RowMonitor):
         self._values: torch.Tensor | None = None
 
     def on_train_start(self, trainer, pl_module) -> None:
-        super().on_train_start(trainer, pl_module)
         self.cell.keep_states = True
 
     def on_train_end(self, trainer, pl_module) -> None:
@@ -240,17 +242,18 @@ class RowWriter(Callback):
         self.tags = [(monitor.columns.index(c), tag) for c, tag in tags.items()]
         self._written = 0
 
-    def on_train_start(self, trainer, pl_module) -> None:
+    def on_fit_start(self, trainer, pl_module) -> None:
         rows = self.monitor.rows()  # a resumed run's rows before its checkpoint; none in a new run
         self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        self.csv_path.write_text(csv_text([self.monitor.columns, *rows]))
+        with open_nofollow(self.csv_path, "w") as f:
+            f.write(csv_text([self.monitor.columns, *rows]))
         self._written = len(rows)
 
     def flush(self, trainer) -> None:
         rows = self.monitor.rows(self._written)
         if not rows:
             return
-        with self.csv_path.open("a", newline="") as f:
+        with open_nofollow(self.csv_path, "a") as f:
             f.write(csv_text(rows))
         self._written += len(rows)
         if self.tags:
@@ -269,6 +272,20 @@ class RowWriter(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self.flush(trainer)  # diverged or interrupted: what was measured is kept
+
+
+class RunConfig(Callback):
+    """Saves the config a run is known by (`record.config_summary` and the input size) in every
+    checkpoint, so that a resume can tell a checkpoint of another run from its own."""
+
+    def __init__(self, summary: dict) -> None:
+        self.summary = dict(summary)
+
+    def state_dict(self) -> dict:
+        return dict(self.summary)
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass  # checked before the fit (resume.check_checkpoint), never taken over
 
 
 def add_chart(trainer, title: str, charts: Mapping[str, list[str]]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -18,9 +19,11 @@ from typing import Any, Callable, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
+from omegaconf import OmegaConf
 
 from srn_lightning.errors import UserError
 
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the YAML: conf/config.yaml and its groups
 MIN_LENGTH = 3  # two digits to add, then at least one of noise
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
@@ -93,9 +96,33 @@ class Config:
     plot_steps: int = 40  # the clip presets set it: the book shows 40 steps without clipping, 100 with
     resume: Optional[str] = None
     threads: Optional[int] = None
+    sweep_add: bool = False  # a multirun into a sweep dir that holds jobs: add to it, numbered after them
 
 
 ConfigStore.instance().store(name="schema", node=Config)
+
+MAX_DIR_NAME = 240  # bytes; file systems allow 255 in a name
+# What a sweep added to another (sweep_add=true) numbers its jobs from: set where the sweep starts,
+# inherited by the processes that run its jobs (joblib workers, submitit jobs).
+JOB_OFFSET_ENV = "SRN_SWEEP_FIRST_JOB"
+
+
+def job_dir_name(*, _root_) -> str:
+    """A sweep job's dir name, `<job number>_<its overrides>` (hydra.sweep.subdir in conf/), cut
+    to a length every file system takes: a name too long keeps its head and gets a hash of the
+    whole, so it stays readable and unique."""
+    import hashlib
+
+    job = _root_.hydra.job
+    name = f"{job.num + int(os.environ.get(JOB_OFFSET_ENV, '0'))}_{job.override_dirname}"
+    raw = name.encode()
+    if len(raw) <= MAX_DIR_NAME:
+        return name
+    digest = "_" + hashlib.sha256(raw).hexdigest()[:10]
+    return raw[: MAX_DIR_NAME - len(digest)].decode(errors="ignore") + digest
+
+
+OmegaConf.register_new_resolver("job_dir_name", job_dir_name, replace=True)
 
 
 def is_number(x) -> bool:
@@ -105,6 +132,18 @@ def is_number(x) -> bool:
 
 def _int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_list(x) -> bool:
+    from omegaconf import ListConfig
+
+    return isinstance(x, (list, tuple, ListConfig))
+
+
+def _fraction_or_count(x) -> bool:
+    """A Trainer `limit_*_batches`: a count of batches (>= 1) or a share (0, 1] of them; 0 would
+    leave a run without training steps, or without the dev accuracy its best checkpoint is picked by."""
+    return (_int(x) and x >= 1) or (is_number(x) and 0 < x <= 1)
 
 
 def _choices(enum) -> str:
@@ -139,6 +178,17 @@ RULES = [
          "an integer >= 1"),
     Rule("threads", lambda v, c: v is None or (_int(v) and v >= 1),
          "an integer >= 1 (null: chosen for the launcher)"),
+    # The grad-norm record is per process: more than one device or node would need a record that
+    # gathers them, which the project does not have.
+    Rule("trainer.devices", lambda v, c: v == 1 or v == "1" or (_is_list(v) and len(v) == 1),
+         "1 or a list of one device: the grad-norm record is per process"),
+    Rule("trainer.num_nodes", lambda v, c: "num_nodes" not in c.trainer or v == 1,
+         "1: the grad-norm record is per process"),
+    Rule("trainer.max_steps", lambda v, c: "max_steps" not in c.trainer or (_int(v) and (v == -1 or v >= 1)),
+         "an integer >= 1, or -1 (no limit)"),
+    *(Rule(f"trainer.{key}", lambda v, c, key=key: key not in c.trainer or _fraction_or_count(v),
+           "an integer >= 1 (batches) or a number in (0, 1] (a share of them)")
+      for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches")),
 ]
 ALLOWED = {rule.key: rule.allowed for rule in RULES}
 
@@ -184,11 +234,24 @@ def validate(cfg) -> None:
 
 
 def check_trainer_keys(trainer_cfg) -> None:
-    """Keys added with `+trainer.x=...` must be Trainer arguments (imports Lightning)."""
+    """Keys added with `+trainer.x=...` must be Trainer arguments, and the accelerator one this
+    machine has (imports Lightning)."""
     known = _trainer_arguments()
     for key in trainer_cfg:
         if key not in known:
             raise ConfigError(f"trainer.{key}", trainer_cfg[key], f"a Trainer argument{_did_you_mean(key, known)}")
+    check_accelerator(trainer_cfg.get("accelerator", "auto"))
+
+
+def check_accelerator(accelerator) -> None:
+    """cpu, auto, or gpu/cuda where torch sees a CUDA GPU: the ones this project runs on."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if accelerator in ("cpu", "auto") or (accelerator in ("gpu", "cuda") and cuda):
+        return
+    raise ConfigError("trainer.accelerator", accelerator, "cpu, auto, or gpu (cuda) on a machine with a "
+                      f"CUDA GPU ({'this one has one' if cuda else 'this one has none'})")
 
 
 def _trainer_arguments() -> set[str]:
@@ -225,27 +288,54 @@ def check_fresh_run_dir(run_dir, resume) -> None:
         )
 
 
+def first_job_number(sweep_dir, add: bool) -> int:
+    """The number a sweep's first job gets in `sweep_dir`: 0 in a new dir; after the jobs already
+    there with `sweep_add=true` (so numbers stay unique in the report); a dir that holds jobs is
+    refused otherwise, as two sweeps' jobs would mix in one report unasked."""
+    from srn_lightning.report import UNNUMBERED, find_jobs
+
+    nums = [n for n, _ in find_jobs(sweep_dir)]
+    if nums and not add:
+        raise ConfigError("hydra.sweep.dir", sweep_dir, f"a new directory: this one holds the "
+                          f"{len(nums)} jobs of another sweep; add to them with sweep_add=true")
+    numbered = [n for n in nums if n != UNNUMBERED]
+    return max(numbered) + 1 if numbered else len(nums)
+
+
 class CheckConfig(Callback):
     """Hydra callback: checks a run's config, and the output dir of a run or sweep, before Hydra
     creates that dir. Hydra turns an exception in a callback into a warning and goes on, so a bad
     config exits here, with its one line."""
 
     def on_run_start(self, config, **kwargs) -> None:
+        from srn_lightning import locks
+
+        run_dir = config.hydra.run.dir
         try:
             validate(config)
-            check_fresh_run_dir(config.hydra.run.dir, config.resume)
-            check_writable_dir(config.hydra.run.dir, "hydra.run.dir")
-            check_trainer_keys(config.trainer)  # last: it imports Lightning
-        except ConfigError as err:
+            locks.check_free(run_dir)  # a dir another process writes: its pid, before anything else
+            check_fresh_run_dir(run_dir, config.resume)
+            check_writable_dir(run_dir, "hydra.run.dir")
+            check_trainer_keys(config.trainer)  # it imports Lightning: after the quick checks
+            from srn_lightning.train import check_resume
+
+            check_resume(config, run_dir)  # the checkpoint fits the run: refused before Hydra writes the dir
+            locks.hold(run_dir)  # for the whole process: before Hydra writes the dir's first file
+        except UserError as err:
             raise SystemExit(f"error: {err}") from None
         except Exception as err:  # a check that broke must still stop the run, not be a warning
             raise SystemExit(f"error: config check failed: {type(err).__name__}: {err}") from None
 
     def on_multirun_start(self, config, **kwargs) -> None:
         # each job's values are checked in the job: a bad one fails that job, not the sweep
+        from srn_lightning import locks
+
+        sweep_dir = config.hydra.sweep.dir
         try:
-            check_writable_dir(config.hydra.sweep.dir, "hydra.sweep.dir")
-        except ConfigError as err:
+            check_writable_dir(sweep_dir, "hydra.sweep.dir")
+            locks.hold(sweep_dir)  # for the launching process's lifetime
+            os.environ[JOB_OFFSET_ENV] = str(first_job_number(sweep_dir, config.sweep_add))
+        except UserError as err:
             raise SystemExit(f"error: {err}") from None
 
 

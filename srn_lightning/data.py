@@ -81,9 +81,16 @@ def ensure_files(data_dir, length: int, regenerate: bool = False) -> None:
     expected = {s: format_examples(e) for s, e in examples_for_length(length).items()}
     for split, text in expected.items():
         path = split_path(data_dir, length, split)
-        if regenerate or not path.exists():
-            write_atomic(path, text)
-        elif path.read_text() != text:
+        if path.is_dir():
+            raise DataFileError(f"{path}: a directory, not a data file; remove it, and the run writes the file")
+        try:
+            if regenerate or not path.exists():
+                write_atomic(path, text)
+                continue
+            current = path.read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise DataFileError(f"{path}: cannot be read or written ({getattr(err, 'strerror', None) or err})") from None
+        if current != text:
             # parse first: a malformed file gets the error that names its line
             read_split(path, length)
             raise DataFileError(
@@ -95,10 +102,10 @@ def ensure_files(data_dir, length: int, regenerate: bool = False) -> None:
 def read_split(path, length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Parse one split file into (sequences [N, length] int64, labels [N] int64), checking every line."""
     path = Path(path)
-    if not path.exists():
-        raise DataFileError(f"{path}: missing")
+    if not path.is_file():
+        raise DataFileError(f"{path}: {'a directory, not a data file' if path.is_dir() else 'missing'}")
     seqs, labels = [], []
-    with path.open() as f:
+    with path.open(errors="replace") as f:  # a byte that is not text: reported as a bad token
         for lineno, line in enumerate(f, 1):
             where = f"{path}:{lineno}"
             if not line.endswith("\n"):
@@ -142,12 +149,15 @@ class DigitSumDataModule(LightningDataModule):
         self.data_dir, self.length, self.batch_size = data_dir, length, batch_size
         self.seed, self.num_workers, self.regenerate = seed, num_workers, regenerate
         self.splits: dict[str, TensorDataset] = {}
+        self.prepared = False  # the files are checked (or written) once per run, not per fit and test
         # One generator for the whole fit, its state saved in checkpoints: a resumed run draws the
         # same batch order for its remaining epochs as an uninterrupted one.
         self.shuffle_generator = torch.Generator().manual_seed(seed)
 
     def prepare_data(self) -> None:
-        ensure_files(self.data_dir, self.length, self.regenerate)
+        if not self.prepared:
+            ensure_files(self.data_dir, self.length, self.regenerate)
+            self.prepared = True
 
     def setup(self, stage: str | None = None) -> None:
         for split in SPLITS:

@@ -110,9 +110,10 @@ def finished_metrics(status: str, cfg, *, epochs: int, steps: int, dev_best, bes
             **grad_time_summary(grad_time or {})}
 
 
-def interrupted_metrics(cfg, *, epochs: int, steps: int, resume: str) -> dict:
-    return {"status": "interrupted", **config_summary(cfg), "epochs": epochs, "steps": steps,
-            "resume": resume}
+def interrupted_metrics(cfg, *, epochs: int, steps: int, phase: str, signal: str, resume: str) -> dict:
+    """The record of a run stopped by a signal: in which phase, by which signal, how to go on."""
+    return {"status": "interrupted", "phase": phase, "signal": signal, **config_summary(cfg),
+            "epochs": epochs, "steps": steps, "resume": resume}
 
 
 def failed_metrics(cfg, error: str) -> dict:

@@ -78,16 +78,24 @@ def _override_key(override: str) -> str:
 
 def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     """One row: the job's own metrics.json, plus where it is and what it overrides. Without a
-    metrics.json the config keys come from the job's `.hydra/config.yaml`, written before it ran."""
-    overrides = [str(o) for o in yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text()) or []]
-    row = {"job": num, "dir": str(job_dir.relative_to(sweep_dir)),
-           "overrides": " ".join(overrides), "_overrides": overrides}
+    metrics.json the config keys come from the job's `.hydra/config.yaml`, written before it ran.
+    A job whose files cannot be read is a row too, `unreadable` with the reason: one bad job never
+    costs the others their report."""
+    row = {"job": num, "dir": str(job_dir.relative_to(sweep_dir)), "overrides": "", "_overrides": []}
     try:
-        metrics = record.read_metrics(job_dir)
+        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
+        if not isinstance(overrides, (list, type(None))):
+            raise ValueError("not a YAML list")
+    except (OSError, ValueError, yaml.YAMLError) as err:  # UnicodeDecodeError is a ValueError
+        return {**row, "status": UNREADABLE, "error": f"unreadable .hydra/overrides.yaml: {_first_line(err)}"}
+    overrides = [str(o) for o in overrides or []]
+    row.update(overrides=" ".join(overrides), _overrides=overrides)
+    try:
+        metrics = check_metrics(record.read_metrics(job_dir))
     except FileNotFoundError:
         metrics = {"status": MISSING}
-    except ValueError as err:
-        metrics = {"status": MISSING, "error": f"unreadable metrics.json: {err}"}
+    except (OSError, ValueError) as err:
+        return {**row, "status": UNREADABLE, "error": f"unreadable metrics.json: {_first_line(err)}"}
     if metrics["status"] == MISSING:
         try:
             metrics.update(record.config_summary(OmegaConf.load(job_dir / ".hydra" / "config.yaml")))
@@ -97,11 +105,40 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     return row
 
 
+UNREADABLE = "unreadable"
+NUMBERS = ["clip_val", "lr", "weight_decay", "dev_best", "test_acc", *record.NORM_KEYS, "fit_seconds"]
+INTEGERS = ["length", "seed", "batch_size", "hidden_size", "epochs", "steps", "diverged_step"]
+
+
+def check_metrics(metrics: dict) -> dict:
+    """`metrics` if its values have the types the report works with; ValueError naming the first
+    that does not (a file edited or written by something else)."""
+    if metrics["status"] not in record.STATUSES:
+        raise ValueError(f"status {metrics['status']!r} is not one of {', '.join(record.STATUSES)}")
+    for key in NUMBERS + INTEGERS:
+        v = metrics.get(key)
+        ok = v is None or (is_number(v) if key in NUMBERS else isinstance(v, int) and not isinstance(v, bool))
+        if not ok:
+            raise ValueError(f"{key} is {v!r}, not a {'number' if key in NUMBERS else 'whole number'}")
+    for key in ("clip_mode", "reduction", "error", "best_checkpoint"):
+        if metrics.get(key) is not None and not isinstance(metrics[key], str):
+            raise ValueError(f"{key} is {metrics[key]!r}, not text")
+    return metrics
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
 def read_norms(job_dir: Path, column: str = "W_pre") -> tuple[list, list]:
     """(steps, norms) from a job's grad_norms.csv, as far as it is written; a non-finite norm (a
     diverged run) becomes NaN, a gap in the curve. W by default: the recurrent weight whose gradient
     explodes, then vanishes (the total stays up with the output layer's)."""
-    cols = record.read_grad_norms(job_dir / record.CSV_NAME, partial=True)
+    try:
+        cols = record.read_grad_norms(job_dir / record.CSV_NAME, partial=True)
+    except (OSError, ValueError) as err:  # not a CSV this project wrote: no curve for the job
+        log.warning("%s: no grad-norm curve (%s)", job_dir / record.CSV_NAME, _first_line(err))
+        return [], []
     return cols["step"], [v if math.isfinite(v) else math.nan for v in cols[column]]
 
 

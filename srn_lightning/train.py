@@ -10,6 +10,8 @@ import atexit
 import gc
 import logging
 import os
+import shlex
+import signal
 import sys
 import time
 import warnings
@@ -19,13 +21,12 @@ from typing import Any, NamedTuple, NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import record
-from srn_lightning.config import check_trainer_keys, explain, validate
+from srn_lightning import interrupts, locks, record
+from srn_lightning.config import CONFIG_DIR, check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
-from srn_lightning.resume import resume_argv
+from srn_lightning.resume import check_checkpoint, resume_argv
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 class Built(NamedTuple):
@@ -40,40 +41,83 @@ class Built(NamedTuple):
 
 
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
-    """One run in `run_dir`: build, fit, test the best-on-dev checkpoint, record. Returns the
-    metrics it also writes to `run_dir/metrics.json`. `callbacks` are added to the project's own
-    (handy for notebooks and tests).
+    """One run in `run_dir`: build, make the data files, fit, test the best-on-dev checkpoint,
+    draw, record. Returns the metrics it also writes to `run_dir/metrics.json`. `callbacks` are
+    added to the project's own (handy for notebooks and tests).
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
-    is tested); "interrupted" (SIGINT/SIGTERM: last.ckpt holds the last completed epoch; raises
-    SystemExit after writing metrics.json).
+    is tested); "interrupted" (SIGINT/SIGTERM in any phase: metrics.json says which, last.ckpt holds
+    the last completed epoch; raises SystemExit after writing metrics.json).
     """
     validate(cfg)
     check_trainer_keys(cfg.trainer)
     from lightning.pytorch import seed_everything
 
     run_dir = Path(run_dir)
-    seed_everything(cfg.seed, workers=True, verbose=False)
-    built = build(cfg, run_dir, callbacks)
-    outcome = fit(built, cfg.resume)
-    if outcome["status"] == "interrupted":
-        stop_interrupted(cfg, built, run_dir)
-    finished = False
+    built = None
+    with interrupts.Phases() as phases:
+        try:
+            seed_everything(cfg.seed, workers=True, verbose=False)
+            built = build(cfg, run_dir, callbacks)
+            ckpt = resume_checkpoint(cfg.resume)
+            if ckpt is not None:
+                check_checkpoint(ckpt, built.module, run_config(cfg), run_dir)  # when called directly too
+            phases.enter("data")
+            built.datamodule.prepare_data()
+            phases.enter("fit")
+            outcome = fit(built, ckpt)
+            if outcome["status"] == "interrupted":
+                raise interrupts.Interrupted("fit", phases.signum or signal.SIGINT)
+            phases.check()  # a SIGTERM that came as the fit ended
+            return finish(cfg, built, run_dir, outcome, phases)
+        except interrupts.Interrupted as stop:
+            stop_interrupted(cfg, built, run_dir, stop)
+
+
+def resume_checkpoint(resume) -> str | None:
+    """The checkpoint a run resumes from: `resume` when it names one; None for a fresh run, or for
+    a run dir that has none yet (a run stopped before its first epoch ended starts over in it)."""
+    return resume if resume is not None and Path(resume).is_file() else None
+
+
+def run_config(cfg: DictConfig) -> dict:
+    """What a checkpoint must have been trained with to be resumed by this run."""
+    return {**record.config_summary(cfg), "input_size": cfg.model.input_size}
+
+
+def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) -> dict:
+    """After the fit: test the best checkpoint, draw, record."""
     try:
+        phases.enter("test")
+        best = evaluate_best(built)
         metrics = record.finished_metrics(
-            cfg=cfg, **outcome, **evaluate_best(built), epochs=built.trainer.current_epoch,
+            cfg=cfg, **outcome, **best, epochs=epochs_done(built.trainer),
             steps=built.trainer.global_step, columns=columns(built.monitor),
             grad_time=built.flow and columns(built.flow),
         )
+        phases.enter("figures")
         draw(cfg, built, run_dir)
         built.trainer.logger.log_hyperparams(record.hparams(cfg), record.hparam_metrics(metrics))
-        finished = True
-    finally:
+    except Exception:
+        built.trainer.logger.finalize("failed")
+        raise
+    phases.enter("record")
+    with interrupts.deferred():  # a signal now waits until the record is whole, then is acted on
         # the figure and HParams events written after test: flushed and closed here, not left to
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
-        built.trainer.logger.finalize("success" if finished else "failed")
-    record.write_metrics(run_dir, metrics)
+        built.trainer.logger.finalize("success")
+        record.write_metrics(run_dir, metrics)
     return metrics
+
+
+def epochs_done(trainer) -> int:
+    """The epochs trained to their end: all their steps done and their end (and last.ckpt)
+    reached. An epoch cut short (by +trainer.max_steps, an interrupt, divergence) is not one;
+    `steps` says how far it went."""
+    per_epoch = trainer.num_training_batches
+    if not 0 < per_epoch < float("inf"):  # no training data loaded (stopped before the fit)
+        return trainer.current_epoch
+    return min(trainer.global_step // int(per_epoch), trainer.current_epoch)
 
 
 def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
@@ -83,20 +127,14 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from srn_lightning import clipping
-    from srn_lightning.callbacks import (GradFlowMonitor, GradNormMonitor, RowWriter,
-                                         StopOnNonFinite, add_chart)
+    from srn_lightning.callbacks import RunConfig, add_chart
     from srn_lightning.data import DigitSumDataModule
-    from srn_lightning.module import SRNClassifier
 
     datamodule = DigitSumDataModule(
         hydra.utils.to_absolute_path(cfg.data.dir), cfg.length, cfg.batch_size, cfg.seed,
         cfg.data.num_workers, cfg.data.regenerate,
     )
-    module = SRNClassifier(
-        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, reduction=str(cfg.reduction), clip_mode=str(cfg.clip.mode),
-        clip_val=cfg.clip.val, cell=str(cfg.model.cell), optimizer=str(cfg.optimizer.name),
-    )
+    module = make_module(cfg)
     best = ModelCheckpoint(  # the best on dev, tested at the end
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
         mode="max", auto_insert_metric_name=False,
@@ -104,24 +142,52 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     # Every epoch's end, for resume. (save_last=True above would not do: Lightning 2.6 writes
     # last.ckpt only when it also writes a best one, so it would hold the best epoch, not the last.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
-    monitor = GradNormMonitor(module.tracked_parameters())
-    tags = {"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}"
-                                     for when in ("pre", "post") for n in [*monitor.names, "total"]}
-    measure = [monitor, StopOnNonFinite(monitor), RowWriter(monitor, run_dir / record.CSV_NAME, tags)]
-    flow = GradFlowMonitor(module.model.rnn_model, cfg.length) if cfg.grad_time else None
-    if flow:
-        measure += [flow, RowWriter(flow, run_dir / record.GRAD_TIME_CSV,
-                                    {"sigma_max_U": "grad_flow/sigma_max_U"})]
+    monitor, flow, measure = measurements(cfg, module, run_dir)
     trainer = Trainer(
         **cfg.trainer,
         default_root_dir=run_dir,
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False),
-        callbacks=[best, last, *measure, *callbacks],
+        callbacks=[best, last, *measure, RunConfig(run_config(cfg)), *callbacks],
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
     add_chart(trainer, "grad norms (W, U, b)",
               {f"{when}-clip": [f"grad_norm_{when}/{n}" for n in monitor.names] for when in ("pre", "post")})
     return Built(trainer, module, datamodule, monitor, flow, best)
+
+
+def measurements(cfg: DictConfig, module, run_dir: Path) -> tuple:
+    """The per-step measurements and what acts on them: (grad-norm monitor, grad-flow monitor or
+    None, their callbacks in the order they must run)."""
+    from srn_lightning.callbacks import GradFlowMonitor, GradNormMonitor, RowWriter, StopOnNonFinite
+
+    monitor = GradNormMonitor(module.tracked_parameters())
+    tags = {"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}"
+                                     for when in ("pre", "post") for n in [*monitor.names, "total"]}
+    callbacks = [monitor, StopOnNonFinite(monitor), RowWriter(monitor, run_dir / record.CSV_NAME, tags)]
+    flow = GradFlowMonitor(module.model.rnn_model, cfg.length) if cfg.grad_time else None
+    if flow:
+        callbacks += [flow, RowWriter(flow, run_dir / record.GRAD_TIME_CSV,
+                                      {"sigma_max_U": "grad_flow/sigma_max_U"})]
+    return monitor, flow, callbacks
+
+
+def make_module(cfg: DictConfig):
+    """The LightningModule of a run's config."""
+    from srn_lightning.module import SRNClassifier
+
+    return SRNClassifier(
+        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, reduction=str(cfg.reduction), clip_mode=str(cfg.clip.mode),
+        clip_val=cfg.clip.val, cell=str(cfg.model.cell), optimizer=str(cfg.optimizer.name),
+    )
+
+
+def check_resume(cfg: DictConfig, run_dir) -> None:
+    """A resumed run's checkpoint is one of this run in `run_dir` (resume.check_checkpoint);
+    nothing to check for a fresh run, or for a run dir that starts over."""
+    ckpt = resume_checkpoint(cfg.resume)
+    if ckpt is not None:
+        check_checkpoint(ckpt, make_module(cfg), run_config(cfg), run_dir)
 
 
 def fit(built: Built, ckpt_path) -> dict:
@@ -137,7 +203,7 @@ def fit(built: Built, ckpt_path) -> dict:
     except Diverged as err:
         log.warning("diverged: %s; stopped, artifacts kept", err)
         outcome = {"status": "diverged", "diverged_step": err.step}
-    except SystemExit:  # Lightning turns Ctrl-C and SIGTERM into SystemExit after a graceful stop
+    except SystemExit:  # Lightning turns SIGTERM into SystemExit after a graceful stop
         if not built.trainer.interrupted:
             raise
         outcome = {"status": "interrupted"}
@@ -179,16 +245,26 @@ def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
         log_image(built.trainer, "grad_time", pixels, step)
 
 
-def stop_interrupted(cfg: DictConfig, built: Built, run_dir: Path) -> NoReturn:
-    """An interrupted run's record: the figure of what was measured, metrics.json saying how to
-    go on; then SystemExit with that line."""
-    epochs_done = built.trainer.current_epoch  # epochs whose end (and last.ckpt) was reached
-    draw(cfg, built, run_dir)
-    built.trainer.logger.finalize("failed")  # as Lightning does on an interrupt
-    resume = f"python -m srn_lightning.train resume={run_dir}"
+def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
+                     stop: interrupts.Interrupted) -> NoReturn:
+    """An interrupted run's record, first and whole (metrics.json saying where it stopped and how
+    to go on), then the figure of what was measured; then SystemExit with that line."""
+    trainer = built.trainer if built is not None else None
+    epochs, steps = (epochs_done(trainer), trainer.global_step) if trainer else (0, 0)
+    resume = f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}"
+    log.warning("interrupted by %s during %s; writing the record", stop.signal, stop.phase)
+    # a second signal is ignored from now on (interrupts.Phases): the record is written whole
     record.write_metrics(run_dir, record.interrupted_metrics(
-        cfg, epochs=epochs_done, steps=built.trainer.global_step, resume=resume))
-    raise SystemExit(f"interrupted after {epochs_done} completed epochs; continue with: {resume}")
+        cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
+    if trainer is not None:
+        try:
+            if built.monitor.rows():
+                draw(cfg, built, run_dir)
+            trainer.logger.finalize("failed")  # as Lightning does on an interrupt
+        except Exception:  # the record says what happened; a figure that fails does not change it
+            log.exception("interrupted run: figure or TensorBoard files not written")
+    raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {epochs} completed "
+                     f"epochs; continue with: {resume}")
 
 
 # ---- the process -------------------------------------------------------------------------------
@@ -267,14 +343,20 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    setup_process(cfg, hydra_cfg.launcher)
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    try:
-        metrics = run(cfg, run_dir)
-    except Exception as err:
-        reason = record_failure(cfg, run_dir, err)
-        log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
-        raise  # in a sweep Hydra runs the other jobs, then exits non-zero
+    with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
+        try:
+            setup_process(cfg, hydra_cfg.launcher)
+            locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
+            metrics = run(cfg, run_dir)
+        except interrupts.Interrupted as stop:
+            stop_interrupted(cfg, None, run_dir, stop)
+        except Exception as err:
+            reason = record_failure(cfg, run_dir, err)
+            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
+            raise  # in a sweep Hydra runs the other jobs, then exits non-zero
+        finally:
+            locks.release(run_dir)
     return metrics["dev_best"] or 0.0
 
 
@@ -287,8 +369,12 @@ def cli() -> None:
     # Hydra would print config errors itself, over several lines; let them reach us instead.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
-        sys.argv[1:] = resume_argv(sys.argv[1:])
-        main()
+        with interrupts.Phases("start-up or exit"):  # a run's own phases cover everything in between
+            sys.argv[1:] = resume_argv(sys.argv[1:])
+            main()
+    except interrupts.Interrupted as stop:
+        sys.exit(f"error: interrupted by {stop.signal} (before the run started, or after its "
+                 "record was written)")
     except UserError as err:
         sys.exit(f"error: {err}")
     except (HydraException, OmegaConfBaseException) as err:

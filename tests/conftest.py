@@ -10,7 +10,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from srn_lightning.data import ensure_files
-from srn_lightning.train import CONFIG_DIR
+from srn_lightning.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 QUIET = ["trainer.enable_progress_bar=false"]

@@ -132,7 +132,7 @@ def test_the_experiment_presets_compose():
     assert explosion == default  # the book's 6.2 is the project's default run
     from hydra import compose, initialize_config_dir
 
-    from srn_lightning.train import CONFIG_DIR
+    from srn_lightning.config import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         sweep = compose("config", overrides=["experiment=weight_decay"], return_hydra_config=True)

@@ -65,6 +65,14 @@ BAD = [  # (override, key the message must name, what it must say is allowed)
     ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "per optimizer step"),
     ("hydra.run.dir=outputs/runs/good", "hydra.run.dir", "holds a run; continue it with resume="),
     ("-m hydra.sweep.dir=a_file/sweep", "hydra.sweep.dir", "can be created and written"),
+    # what the record cannot represent: one process, one device, at least one step (the rest of
+    # these rules: tests/test_exits.py, without a process each)
+    ("trainer.devices=2", "trainer.devices", "the grad-norm record is per process"),
+    ("+trainer.max_steps=0", "trainer.max_steps", ">= 1, or -1"),
+    ("trainer.accelerator=gpu" if not torch.cuda.is_available() else "trainer.accelerator=tpu",
+     "trainer.accelerator", "cpu, auto, or gpu (cuda)"),
+    ("resume=", "resume=", "empty; give a run dir or a checkpoint"),
+    ("resume=/nowhere/it's", "resume=/nowhere/it's", "no such run dir or checkpoint"),
 ]
 
 
@@ -114,6 +122,14 @@ def test_a_bad_data_file_names_file_and_line(tmp_path, spoil, message):
         data.ensure_files(tmp_path, 20)
     assert str(err.value).startswith(f"{path}:2: ") and message in str(err.value)
     assert path.read_text() == text  # reported, not rewritten
+
+
+def test_a_data_file_that_is_a_directory_is_reported(tmp_path):
+    (tmp_path / "20" / "dev.txt").mkdir(parents=True)
+    with pytest.raises(data.DataFileError, match=r"dev.txt: a directory, not a data file"):
+        data.ensure_files(tmp_path, 20)
+    with pytest.raises(data.DataFileError, match=r"dev.txt: a directory, not a data file"):
+        data.read_split(tmp_path / "20" / "dev.txt")
 
 
 def test_an_empty_split_is_reported(tmp_path):
