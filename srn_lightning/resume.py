@@ -88,7 +88,6 @@ def check_checkpoint(ckpt, module, run_config: dict, run_dir) -> None:
     the `RunConfig` callback saved it) is `run_config`, and the checkpoints it names are in
     `run_dir`'s checkpoints/ (the best one is tested at the end)."""
     state = load_checkpoint(Path(ckpt), ckpt)
-    check_checkpoint_paths(ckpt, state, Path(run_dir))
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     saved_shapes = {k: tuple(getattr(v, "shape", ())) for k, v in state["state_dict"].items()}
     if saved_shapes != shapes:
@@ -105,6 +104,7 @@ def check_checkpoint(ckpt, module, run_config: dict, run_dir) -> None:
             raise ResumeError(f"resume={ckpt}: the checkpoint was trained with {key}="
                               f"{saved.get(key)}, this run has {key}={value}; resume only with the "
                               "run's own checkpoint")
+    check_checkpoint_paths(ckpt, state, Path(run_dir))
 
 
 def check_checkpoint_paths(ckpt, state: dict, run_dir: Path) -> None:
