@@ -116,14 +116,7 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
 def _save_atomic(fig, path: Path) -> None:
     """Save via a temp file and a rename: a reader, or another job writing the same report, never
     meets a half-written image."""
-    import os
-    import tempfile
+    from srn_lightning.files import open_atomic
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=path.suffix[1:], dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open_atomic(path, "wb") as f:
+        fig.savefig(f, format=path.suffix[1:], dpi=120)
