@@ -74,10 +74,24 @@ def norm_summary(columns: dict) -> dict:
 
 def finished_metrics(status: str, cfg, *, epochs: int, steps: int, dev_best, best_checkpoint,
                      test_acc, columns: dict, fit_seconds: float, **extra) -> dict:
-    """The record of a run that reached its test: `completed` or `diverged` (with `diverged_step`)."""
+    """The record of a run that reached its test: `completed` or `diverged` (with `diverged_step`).
+    The accuracies and norms are float32 values, written as such (`float32_number`)."""
+    measured = {"dev_best": dev_best, "test_acc": test_acc, **norm_summary(columns)}
+    measured = {k: float32_number(v) for k, v in measured.items()}
     return {"status": status, **extra, **config_summary(cfg), "epochs": epochs, "steps": steps,
-            "dev_best": dev_best, "best_checkpoint": best_checkpoint, "test_acc": test_acc,
-            **norm_summary(columns), "fit_seconds": round(fit_seconds, 3)}
+            "dev_best": measured.pop("dev_best"), "best_checkpoint": best_checkpoint,
+            "test_acc": measured.pop("test_acc"), **measured, "fit_seconds": round(fit_seconds, 3)}
+
+
+def float32_number(x: float | None) -> float | None:
+    """A float32 value as the shortest decimal that reads back as that float32: 0.11, not the
+    0.10999999940395355 its exact float64 widening prints as. The digits beyond are not the
+    measurement's, they are float32's rounding of it."""
+    if x is None:
+        return None
+    import numpy as np
+
+    return float(str(np.float32(x)))  # numpy prints a float32 as its shortest round-trip decimal
 
 
 def interrupted_metrics(cfg, *, epochs: int, steps: int, resume: str) -> dict:

@@ -93,7 +93,13 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
         except Exception:  # a config this code cannot read: the row keeps its overrides only
             pass
     row.update(metrics)
+    for key in FLOAT32_KEYS:  # as written since metrics.json holds them so; older records too
+        if is_number(row.get(key)):
+            row[key] = record.float32_number(row[key])
     return row
+
+
+FLOAT32_KEYS = ("dev_best", "test_acc", *record.NORM_KEYS)
 
 
 def read_norms(job_dir: Path, column: str = "W_pre") -> tuple[list, list]:
@@ -145,9 +151,16 @@ def aggregate(rows: list[dict]) -> list[dict]:
                "jobs": len(jobs), "seeds": " ".join(str(j.get("seed", "?")) for j in jobs),
                "status": " ".join(f"{s}:{statuses.count(s)}" for s in dict.fromkeys(statuses))}
         for m in AGGREGATED:
-            agg[f"{m}_mean"], agg[f"{m}_std"], agg[f"{m}_n"] = mean_std_n(j.get(m) for j in jobs)
+            mean, std, agg[f"{m}_n"] = mean_std_n(j.get(m) for j in jobs)
+            agg[f"{m}_mean"], agg[f"{m}_std"] = _digits(mean), _digits(std)
         out.append(agg)
     return out
+
+
+def _digits(x: float | None, significant: int = 15) -> float | None:
+    """A statistic of float32 values to 15 significant digits: the mean of 0.11 and 0.12 is 0.115,
+    not float64's 0.11499999999999999; well within the inputs' own 7 digits either way."""
+    return None if x is None else float(f"{x:.{significant}g}")
 
 
 def figure_data(rows: list[dict], sweep_dir: Path) -> dict:

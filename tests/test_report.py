@@ -61,3 +61,16 @@ def test_a_partly_written_csv_is_drawn_as_far_as_it_goes(tmp_path):
     with (job / record.CSV_NAME).open("a") as f:
         f.write("3,0,1.0,2")
     assert report.read_norms(job) == ([0, 1, 2], [5.0, 50.0, 0.5])
+
+
+def test_the_report_writes_float32_numbers_and_their_statistics_without_binary_noise(tmp_path):
+    import numpy as np
+
+    for seed, acc in enumerate((0.11, 0.12)):
+        make_job(tmp_path, seed, ["clip=none", "length=20", f"seed={seed}"],
+                 {"test_acc": float(np.float32(acc)), "W_pre_max": float(np.float32(6934.12))})
+    report.write_report(tmp_path)
+    jobs = read_csv(tmp_path / "summary.csv")
+    assert [j["test_acc"] for j in jobs] == ["0.11", "0.12"] and jobs[0]["W_pre_max"] == "6934.12"
+    (setting,) = read_csv(tmp_path / "summary_by_setting.csv")
+    assert setting["test_acc_mean"] == "0.115" and setting["W_pre_max_std"] == "0.0"
