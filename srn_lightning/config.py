@@ -227,6 +227,14 @@ class CheckConfig(Callback):
             raise SystemExit(f"error: {err}") from None
 
 
+# Config options whose plugin comes with an extra of the package, and the line that says so when
+# the plugin is not installed (Hydra then knows no config of that name).
+EXTRAS = {
+    ("hydra/sweeper", "optuna"): "hparams_search=optuna needs the optuna sweeper, in the search extra: "
+                                 "pip install -e '.[search]' (from the project's checkout)",
+}
+
+
 def explain(err: BaseException) -> str | None:
     """One line for an error a user can fix from the command line; None for anything else."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -234,6 +242,8 @@ def explain(err: BaseException) -> str | None:
 
     if isinstance(err, MissingConfigException) and err.options is not None:
         group, _, name = (err.missing_cfg_file or "").rpartition("/")
+        if (group, name) in EXTRAS:
+            return EXTRAS[group, name]
         allowed = ", ".join(sorted(err.options))
         return f"{group}={name}: no such option; {group} must be one of {allowed}"
     cause = err.__cause__
