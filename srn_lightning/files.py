@@ -49,3 +49,12 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def shown(path) -> Path:
+    """`path` as a person reads it on the console: relative to where the command was launched when
+    it lies below it (shorter, and where the user typed outputs/ from), else as it is."""
+    try:
+        return Path(path).relative_to(os.getcwd())
+    except ValueError:
+        return Path(path)
