@@ -74,6 +74,7 @@ class Config:
     plot_steps: int = 40  # the clip presets set it: the book shows 40 steps without clipping, 100 with
     resume: Optional[str] = None
     threads: Optional[int] = None
+    verbose: bool = False
 
 
 ConfigStore.instance().store(name="schema", node=Config)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import record
+from srn_lightning import answer, record
 from srn_lightning.config import check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
 from srn_lightning.resume import resume_argv
@@ -58,10 +58,11 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     if outcome["status"] == "interrupted":
         stop_interrupted(cfg, built, run_dir)
     finished = False
+    columns = record.columns(built.monitor.rows())
     try:
         metrics = record.finished_metrics(
             cfg=cfg, **outcome, **evaluate_best(built), epochs=built.trainer.current_epoch,
-            steps=built.trainer.global_step, columns=record.columns(built.monitor.rows()),
+            steps=built.trainer.global_step, columns=columns,
         )
         draw(cfg, built, run_dir)
         built.trainer.logger.log_hyperparams(record.hparams(cfg), record.hparam_metrics(metrics))
@@ -71,6 +72,8 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
         built.trainer.logger.finalize("success" if finished else "failed")
     record.write_metrics(run_dir, metrics)
+    for line in answer.lines(metrics, columns, run_dir):  # the run's answer, on the console and in train.log
+        log.info(line)
     return metrics
 
 
@@ -172,20 +175,31 @@ def stop_interrupted(cfg: DictConfig, built: Built, run_dir: Path) -> NoReturn:
 
 # ---- the process -------------------------------------------------------------------------------
 
-def setup_process(cfg: DictConfig, launcher: DictConfig) -> None:
-    """What a process that runs jobs sets up: its log handlers, warning filters, exit handler and
-    torch threads."""
+def setup_process(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """What a process that runs jobs sets up for each: its console, warning filters, exit handler and
+    torch threads; and, unless the config sets it, whether the job shows a progress bar."""
     import lightning
     import torch
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from srn_lightning import console
 
     # Hydra's handlers (console and the run's train.log) print Lightning's messages; its own console
     # handler would print each of them a second time.
     logging.getLogger(lightning.__name__).handlers.clear()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    # `hydra.verbose=...`, Hydra's own switch for more log lines, counts as verbose too
+    console.setup_console(cfg.verbose or bool(hydra_cfg.verbose), hydra_cfg.job.num if in_sweep else None)
+    if cfg.trainer.get("enable_progress_bar") is None:
+        with open_dict(cfg):
+            cfg.trainer.enable_progress_bar = console.progress_bar_default(
+                parallel=in_sweep and hydra_cfg.launcher.get("n_jobs", 1) != 1)
     # Everything lives in memory: worker processes would only slow a run this small down.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
     exit_without_final_collection()
-    threads = job_threads(cfg, launcher)
+    threads = job_threads(cfg, hydra_cfg.launcher)
     if threads:
         torch.set_num_threads(threads)
     log.info("torch threads: %d", torch.get_num_threads())
@@ -246,7 +260,7 @@ def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
 
     hydra_cfg = HydraConfig.get()
-    setup_process(cfg, hydra_cfg.launcher)
+    setup_process(cfg, hydra_cfg)
     run_dir = Path(hydra_cfg.runtime.output_dir)
     try:
         metrics = run(cfg, run_dir)
