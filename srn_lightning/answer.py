@@ -20,8 +20,7 @@ def lines(metrics: dict, columns: dict, run_dir) -> list[str]:
     status = metrics["status"]
     if status == "diverged":
         status += f" at step {metrics['diverged_step']}"
-    epochs = metrics["epochs"]
-    out = [f"{status} after {epochs} epoch{'' if epochs == 1 else 's'} ({metrics['steps']} steps, fit "
+    out = [f"{status} after {_count(metrics['epochs'], 'epoch')} ({_count(metrics['steps'], 'step')}, fit "
            f"{metrics['fit_seconds']:.1f} s): dev best {_num(metrics['dev_best'], '.3f')}, "
            f"test acc {_num(metrics['test_acc'], '.3f')}"
            + (f" ({metrics['best_checkpoint']})" if metrics.get("best_checkpoint") else "")]
@@ -45,6 +44,10 @@ def peak_step(columns: dict, name: str) -> int | None:
         if math.isfinite(value) and (best is None or value > best[1]):
             best = (step, value)
     return None if best is None else best[0]
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _num(x, spec: str = ".4g") -> str:
