@@ -97,7 +97,7 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
     bar, `n` (the seeds it rests on) written next to it. Writes `<out_stem>.png` and `.pdf`."""
     from matplotlib.figure import Figure
 
-    # Fixed margins in inches, no layout engine: the report is redrawn after every job of a sweep,
+    # Fixed margins in inches, no layout engine: the report is redrawn while a sweep runs,
     # and constrained layout would double the cost of each drawing.
     width, height = 3.0 * max(len(cols), 2) + 1.0, 2.2 * len(rows) + 3.4
     fig = Figure(figsize=(width, height))

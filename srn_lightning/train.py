@@ -1,4 +1,5 @@
-"""Train the book's SRN from a Hydra config: build, fit, test the best-on-dev checkpoint, record.
+"""Train the book's SRN from a Hydra config: build, fit, test the best-on-dev checkpoint, record,
+and end with the run's answer on the console.
 
     python -m srn_lightning.train clip=none
     python -m srn_lightning.train -m clip=norm,value,none length=10,20
@@ -39,8 +40,8 @@ class Built(NamedTuple):
 
 
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
-    """One run in `run_dir`: build, fit, test the best-on-dev checkpoint, record. Returns the
-    metrics it also writes to `run_dir/metrics.json`. `callbacks` are added to the project's own
+    """One run in `run_dir`: build, fit, test the best-on-dev checkpoint, record, log its answer
+    (`answer.lines`). Returns the metrics it also writes to `run_dir/metrics.json`. `callbacks` are added to the project's own
     (handy for notebooks and tests).
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
