@@ -8,7 +8,7 @@ The jobs' files are made as a real sweep leaves them (metrics.json, a 250-row gr
 callback runs its end-of-job hook as in the sweep (`SweepReport.on_job_end`), and at the end its
 end-of-sweep hook (the complete report). The report's time is measured; the jobs' own time is
 simulated, `--job-seconds` a job (a 50-epoch job of the book's run with the basic launcher takes
-about 4 s on this project's CPU machine, see benchmarks/README.md), on the clock the callback reads.
+about 2 s on this project's CPU machine, see benchmarks/README.md), on the clock the callback reads.
 share = report time / (jobs' time + report time).
 
 For comparison, a complete rebuild is timed every `--every` jobs: rebuilt after every job, as a
@@ -97,7 +97,7 @@ def complete_rebuild(sweep: Path) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.report", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=25, help="seeds per setting (8 settings)")
-    parser.add_argument("--job-seconds", type=float, default=4.0, help="simulated time of one job")
+    parser.add_argument("--job-seconds", type=float, default=2.0, help="simulated time of one job")
     parser.add_argument("--every", type=int, default=25, help="time a complete rebuild every N jobs")
     parser.add_argument("--keep", help="keep the synthetic sweep dir here (for a look at its figure)")
     parser.add_argument("--out", default=str(OUT / "report.json"))
