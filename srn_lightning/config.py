@@ -97,6 +97,7 @@ class Config:
     resume: Optional[str] = None
     threads: Optional[int] = None
     sweep_add: bool = False  # a multirun into a sweep dir that holds jobs: add to it, numbered after them
+    verbose: bool = False
 
 
 ConfigStore.instance().store(name="schema", node=Config)
@@ -167,6 +168,8 @@ RULES = [
     Rule("model.cell", lambda v, c: v in list(Cell), _choices(Cell)),
     Rule("optimizer.name", lambda v, c: v in list(OptimizerName), _choices(OptimizerName)),
     Rule("grad_time", lambda v, c: isinstance(v, bool), "true or false"),
+    Rule("verbose", lambda v, c: isinstance(v, bool), "true or false"),
+    Rule("sweep_add", lambda v, c: isinstance(v, bool), "true or false"),
     Rule("model.input_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
     Rule("model.hidden_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
     Rule("clip.mode", lambda v, c: v in list(ClipMode), _choices(ClipMode)),
@@ -339,6 +342,14 @@ class CheckConfig(Callback):
             raise SystemExit(f"error: {err}") from None
 
 
+# Config options whose plugin comes with an extra of the package, and the line that says so when
+# the plugin is not installed (Hydra then knows no config of that name).
+EXTRAS = {
+    ("hydra/sweeper", "optuna"): "hparams_search=optuna needs the optuna sweeper, in the search extra: "
+                                 "pip install -e '.[search]' (from the project's checkout)",
+}
+
+
 def explain(err: BaseException) -> str | None:
     """One line for an error a user can fix from the command line; None for anything else."""
     from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
@@ -346,6 +357,8 @@ def explain(err: BaseException) -> str | None:
 
     if isinstance(err, MissingConfigException) and err.options is not None:
         group, _, name = (err.missing_cfg_file or "").rpartition("/")
+        if (group, name) in EXTRAS:
+            return EXTRAS[group, name]
         allowed = ", ".join(sorted(err.options))
         return f"{group}={name}: no such option; {group} must be one of {allowed}"
     cause = err.__cause__

@@ -109,6 +109,50 @@ def _save_png_pdf(fig, out_stem):
 
 NORM_FLOOR = 1e-6  # lowest norm the sweep figure shows
 LEGEND_MAX = 10  # more labels than this (a search's trials) make a legend that hides the plot
+BAND_OVER = 5  # a setting with more seeds than this is drawn as its median and a band, not a line each
+THIN_OVER = 12  # a panel with more lines than this draws them thin and light
+
+
+def _draw_curves(ax, curves: list) -> dict:
+    """One panel's (label, steps, norms) curves; curves that share a label (the seeds of a setting)
+    share a colour. Up to BAND_OVER of them are a line each; more are their median over the seeds
+    with the band of the middle half (25th to 75th percentile), which stays readable at any number
+    of seeds where a line each would be a solid block. Returns {label: colour}."""
+    groups: dict = {}
+    for label, steps, norms in curves:
+        groups.setdefault(label, []).append((steps, norms))
+    lines = sum(1 if len(g) > BAND_OVER else len(g) for g in groups.values())
+    lw, alpha = (0.6, 0.5) if lines > THIN_OVER else (1.0, 0.8)
+    colors = {}
+    for k, (label, group) in enumerate(groups.items()):
+        color = colors[label] = f"C{k % 10}"
+        if len(group) > BAND_OVER:
+            steps, median, low, high = median_band(group)
+            ax.fill_between(steps, low, high, color=color, alpha=0.25, lw=0)
+            ax.plot(steps, median, color=color, lw=1.2,
+                    label=f"{label + ': ' if label else ''}median, 25-75% of {len(group)} seeds")
+            continue
+        for n, (steps, norms) in enumerate(group):
+            ax.plot(steps, norms, color=color, lw=lw, alpha=alpha, label=label if n == 0 and label else None)
+    return colors
+
+
+def median_band(curves: list) -> tuple:
+    """(steps, median, 25th, 75th percentile) at each step over the curves [(steps, values), ...]
+    that reach it; NaN (a non-finite norm) is left out, and a step no curve has a number for is NaN."""
+    import warnings
+
+    import numpy as np
+
+    steps = sorted({s for st, _ in curves for s in st})
+    where = {s: i for i, s in enumerate(steps)}
+    table = np.full((len(curves), len(steps)), np.nan)
+    for row, (st, values) in enumerate(curves):
+        table[row, [where[s] for s in st]] = values
+    with warnings.catch_warnings():  # a step where every curve is NaN: NaN, as it should be
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, median, high = np.nanpercentile(table, [25, 50, 75], axis=0)
+    return steps, median, low, high
 
 
 def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: list, out_stem,
@@ -120,7 +164,7 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
     bar, `n` (the seeds it rests on) written next to it. Writes `<out_stem>.png` and `.pdf`."""
     from matplotlib.figure import Figure
 
-    # Fixed margins in inches, no layout engine: the report is redrawn after every job of a sweep,
+    # Fixed margins in inches, no layout engine: the report is redrawn while a sweep runs,
     # and constrained layout would double the cost of each drawing.
     width, height = 3.0 * max(len(cols), 2) + 1.0, 2.2 * len(rows) + 3.4
     fig = Figure(figsize=(width, height))
@@ -132,11 +176,7 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
     for i, row in enumerate(rows):
         for j, col in enumerate(cols):
             ax = share = fig.add_subplot(grid[i, j], sharex=share, sharey=share)
-            colors: dict = {}
-            for label, steps, norms in panels.get((row, col), []):
-                new = label not in colors
-                color = colors.setdefault(label, f"C{len(colors) % 10}")
-                ax.plot(steps, norms, color=color, lw=1, alpha=0.8, label=label if new and label else None)
+            colors = _draw_curves(ax, panels.get((row, col), []))
             ax.set_yscale("log")
             ax.set_title(f"{row}, {col}", fontsize=9)
             if i == len(rows) - 1:
@@ -148,7 +188,7 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
             else:
                 ax.tick_params(labelleft=False)
             ax.tick_params(labelsize=7)
-            if any(colors) and len(colors) <= LEGEND_MAX:
+            if ax.get_legend_handles_labels()[1] and len(colors) <= LEGEND_MAX:
                 ax.legend(fontsize=7, loc="upper right")
     positive = [v for curves in panels.values() for *_, norms in curves for v in norms if v > 0]
     if share is not None and positive:
@@ -184,14 +224,7 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
 def _save_atomic(fig, path: Path) -> None:
     """Save via a temp file and a rename: a reader, or another job writing the same report, never
     meets a half-written image."""
-    import os
-    import tempfile
+    from srn_lightning.files import open_atomic
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format=path.suffix[1:], dpi=120)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with open_atomic(path, "wb") as f:
+        fig.savefig(f, format=path.suffix[1:], dpi=120)

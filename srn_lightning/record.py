@@ -103,11 +103,26 @@ def finished_metrics(status: str, cfg, *, epochs: int, steps: int, dev_best, bes
                      test_acc, columns: dict, fit_seconds: float, grad_time: dict | None = None,
                      **extra) -> dict:
     """The record of a run that reached its test: `completed` or `diverged` (with `diverged_step`).
-    `columns`: the grad-norm rows; `grad_time`: the grad-time rows, when they were measured."""
+    `columns`: the grad-norm rows; `grad_time`: the grad-time rows, when they were measured. The
+    accuracies, norms and ratios are float32 values, written as such (`float32_number`)."""
+    measured = {"dev_best": dev_best, "test_acc": test_acc, **norm_summary(columns)}
+    measured = {k: float32_number(v) for k, v in measured.items()}
+    flow = {k: float32_number(v) for k, v in grad_time_summary(grad_time or {}).items()}
     return {"status": status, **extra, **config_summary(cfg), "epochs": epochs, "steps": steps,
-            "dev_best": dev_best, "best_checkpoint": best_checkpoint, "test_acc": test_acc,
-            **norm_summary(columns), "fit_seconds": round(fit_seconds, 3),
-            **grad_time_summary(grad_time or {})}
+            "dev_best": measured.pop("dev_best"), "best_checkpoint": best_checkpoint,
+            "test_acc": measured.pop("test_acc"), **measured, "fit_seconds": round(fit_seconds, 3),
+            **flow}
+
+
+def float32_number(x: float | None) -> float | None:
+    """A float32 value as the shortest decimal that reads back as that float32: 0.11, not the
+    0.10999999940395355 its exact float64 widening prints as. The digits beyond are not the
+    measurement's, they are float32's rounding of it."""
+    if x is None:
+        return None
+    import numpy as np
+
+    return float(str(np.float32(x)))  # numpy prints a float32 as its shortest round-trip decimal
 
 
 def interrupted_metrics(cfg, *, epochs: int, steps: int, phase: str, signal: str, resume: str) -> dict:

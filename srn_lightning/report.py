@@ -13,9 +13,10 @@ writes into SWEEP_DIR
 
 A job is a dir holding `.hydra/overrides.yaml`; its row comes from its `metrics.json`, or says
 `missing` when there is none (still running, or killed before it could write one). The
-`SweepReport` Hydra callback (registered in conf/config.yaml) rewrites the report after every job
-and once more at the end: Hydra skips the end-of-sweep hook when a job failed, and a sweep that is
-stopped half-way still leaves a report of what it did.
+`SweepReport` Hydra callback (registered in conf/config.yaml) brings the report up to date after a
+job when it is due (every few seconds at most, spaced so that the rebuilds take a small share of the
+sweep, see `update_report`), and completely when the sweep ends, fails or is stopped; then the
+launching process prints the by-setting table and the report's path.
 """
 
 from __future__ import annotations
@@ -25,9 +26,12 @@ import atexit
 import contextlib
 import csv
 import io
+import json
 import logging
 import math
+import os
 import statistics
+import time
 from pathlib import Path
 
 import yaml
@@ -36,7 +40,7 @@ from omegaconf import OmegaConf
 
 from srn_lightning import plots, record
 from srn_lightning.config import is_number
-from srn_lightning.files import write_atomic
+from srn_lightning.files import shown, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +56,15 @@ MISSING = "missing"
 
 def find_jobs(sweep_dir) -> list[tuple[int, Path]]:
     """(job number, dir) of every job under `sweep_dir`, in job order: the dirs Hydra made, which
-    hold `.hydra/overrides.yaml`."""
-    dirs = {p.parent.parent for p in Path(sweep_dir).rglob("overrides.yaml") if p.parent.name == ".hydra"}
+    hold `.hydra/overrides.yaml`. A job dir is not searched further (its checkpoints and TensorBoard
+    events are most of a sweep's files), nor are hidden dirs (.submitit)."""
+    dirs = []
+    for parent, subdirs, _ in os.walk(sweep_dir):
+        if os.path.isfile(os.path.join(parent, ".hydra", "overrides.yaml")):
+            dirs.append(Path(parent))
+            subdirs.clear()
+        else:
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]
     return sorted((_job_num(d), d) for d in dirs)
 
 
@@ -102,6 +113,9 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
         except Exception:  # a config this code cannot read: the row keeps its overrides only
             pass
     row.update(metrics)
+    for key in FLOAT32_KEYS:  # as written since metrics.json holds them so; older records too
+        if is_number(row.get(key)):
+            row[key] = record.float32_number(row[key])
     return row
 
 
@@ -128,6 +142,9 @@ def check_metrics(metrics: dict) -> dict:
 
 def _first_line(err: BaseException) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+FLOAT32_KEYS = ("dev_best", "test_acc", *record.NORM_KEYS)
 
 
 def read_norms(job_dir: Path, column: str = "W_pre") -> tuple[list, list]:
@@ -183,9 +200,16 @@ def aggregate(rows: list[dict]) -> list[dict]:
                "jobs": len(jobs), "seeds": " ".join(str(j.get("seed", "?")) for j in jobs),
                "status": " ".join(f"{s}:{statuses.count(s)}" for s in dict.fromkeys(statuses))}
         for m in AGGREGATED:
-            agg[f"{m}_mean"], agg[f"{m}_std"], agg[f"{m}_n"] = mean_std_n(j.get(m) for j in jobs)
+            mean, std, agg[f"{m}_n"] = mean_std_n(j.get(m) for j in jobs)
+            agg[f"{m}_mean"], agg[f"{m}_std"] = _digits(mean), _digits(std)
         out.append(agg)
     return out
+
+
+def _digits(x: float | None, significant: int = 15) -> float | None:
+    """A statistic of float32 values to 15 significant digits: the mean of 0.11 and 0.12 is 0.115,
+    not float64's 0.11499999999999999; well within the inputs' own 7 digits either way."""
+    return None if x is None else float(f"{x:.{significant}g}")
 
 
 def figure_data(rows: list[dict], sweep_dir: Path) -> dict:
@@ -253,6 +277,18 @@ def _md_row(cells) -> str:
     return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
 
 
+def setting_table(by_setting: list[dict]) -> list[str]:
+    """The by-setting table of summary.md, line by line; also what a sweep prints at its end."""
+    lines = [_md_row(["setting", "seeds", "status", "test acc", "dev best", "max W norm (pre)",
+                      "max total norm (pre)"]),
+             _md_row(["---"] * 7)]
+    for a in by_setting:
+        lines.append(_md_row([a["setting"], a["seeds"], a["status"], _pm(a, "test_acc", ".3f"),
+                              _pm(a, "dev_best", ".3f"), _pm(a, "W_pre_max", ".3g"),
+                              _pm(a, "total_pre_max", ".3g")]))
+    return lines
+
+
 def markdown(rows: list[dict], by_setting: list[dict], sweep_dir: Path) -> str:
     statuses = [r["status"] for r in rows]
     keys = varying(rows)
@@ -264,14 +300,8 @@ def markdown(rows: list[dict], by_setting: list[dict], sweep_dir: Path) -> str:
         "", "## By setting (over seeds)", "",
         "mean ± std (n): std is the sample standard deviation over the seeds (n - 1 in the "
         "denominator), n the number of seeds the number rests on.", "",
-        _md_row(["setting", "seeds", "status", "test acc", "dev best", "max W norm (pre)",
-                 "max total norm (pre)"]),
-        _md_row(["---"] * 7),
+        *setting_table(by_setting),
     ]
-    for a in by_setting:
-        lines.append(_md_row([a["setting"], a["seeds"], a["status"], _pm(a, "test_acc", ".3f"),
-                              _pm(a, "dev_best", ".3f"), _pm(a, "W_pre_max", ".3g"),
-                              _pm(a, "total_pre_max", ".3g")]))
     lines += ["", "## Jobs", "",
               _md_row(["job", "overrides", "status", "dev best", "test acc", "W max (pre)",
                        "W last (pre)", "total max (pre)", "total last (pre)", "fit s", "note"]),
@@ -310,50 +340,126 @@ def write_report(sweep_dir, force: bool = True) -> list[Path]:
     a report whose job table is already current is left as it is (drawing is the slow part)."""
     sweep_dir = Path(sweep_dir)
     with _locked(sweep_dir):
-        rows = [read_job(num, d, sweep_dir) for num, d in find_jobs(sweep_dir)]
-        if not rows:
-            raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
-        extra = list(dict.fromkeys(k for r in rows for k in r if k not in JOB_COLUMNS and k[0] != "_"))
-        by_setting = aggregate(rows)
-        agg_columns = ["setting", *SETTING_KEYS, "jobs", "seeds", "status",
-                       *[f"{m}_{s}" for m in AGGREGATED for s in ("mean", "std", "n")]]
-        out = [sweep_dir / n for n in ("summary.csv", "summary_by_setting.csv", "summary.md",
-                                       "sweep.png", "sweep.pdf")]
-        table = _csv_text(rows, JOB_COLUMNS + extra)
-        if not force and out[0].exists() and out[0].read_text() == table:
-            return out
-        write_atomic(out[0], table)
-        write_atomic(out[1], _csv_text(by_setting, agg_columns))
-        write_atomic(out[2], markdown(rows, by_setting, sweep_dir))
-        data = figure_data(rows, sweep_dir)
-        if data["rows"]:
-            plots.plot_sweep(**data, out_stem=sweep_dir / "sweep", title=f"sweep {sweep_dir.name}")
-        return out
+        return _build(sweep_dir, force)[0]
+
+
+def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict]]:
+    """The report's files, and the by-setting rows; called under the lock."""
+    rows = [read_job(num, d, sweep_dir) for num, d in find_jobs(sweep_dir)]
+    if not rows:
+        raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
+    extra = list(dict.fromkeys(k for r in rows for k in r if k not in JOB_COLUMNS and k[0] != "_"))
+    by_setting = aggregate(rows)
+    agg_columns = ["setting", *SETTING_KEYS, "jobs", "seeds", "status",
+                   *[f"{m}_{s}" for m in AGGREGATED for s in ("mean", "std", "n")]]
+    out = [sweep_dir / n for n in ("summary.csv", "summary_by_setting.csv", "summary.md",
+                                   "sweep.png", "sweep.pdf")]
+    table = _csv_text(rows, JOB_COLUMNS + extra)
+    if not force and out[0].exists() and out[0].read_text() == table:
+        return out, by_setting
+    write_atomic(out[0], table)
+    write_atomic(out[1], _csv_text(by_setting, agg_columns))
+    write_atomic(out[2], markdown(rows, by_setting, sweep_dir))
+    data = figure_data(rows, sweep_dir)
+    if data["rows"]:
+        plots.plot_sweep(**data, out_stem=sweep_dir / "sweep", title=f"sweep {sweep_dir.name}")
+    return out, by_setting
+
+
+# ---- while a sweep runs: a report that keeps up without costing the sweep its time ---------------
+
+# After a job the report is rebuilt only when the last rebuild ended long enough ago: at least
+# MIN_INTERVAL seconds, and at least (1 - REBUILD_SHARE) / REBUILD_SHARE times (39x) as long as that
+# rebuild took. A rebuild reads every job, so its cost grows with the sweep; rebuilt after every
+# job, the report's total would grow with the square of the sweep's size. Spaced this way the
+# rebuilds while a sweep runs take at most about REBUILD_SHARE of its time, at any size; the
+# complete report follows when the sweep ends.
+MIN_INTERVAL = 5.0
+REBUILD_SHARE = 0.025
+STAMP_NAME = ".report.stamp"  # when the last rebuild ended and how long it took: shared by the
+                              # processes of a sweep (joblib workers, Slurm jobs)
+
+
+def update_report(sweep_dir, clock=time.time) -> bool:
+    """After a job: rebuild the report if it is due (see MIN_INTERVAL); returns whether it did.
+    `clock` (seconds) is for the benchmark, which simulates the jobs' time."""
+    sweep_dir = Path(sweep_dir)
+    with _locked(sweep_dir):
+        ended, seconds = _read_stamp(sweep_dir)
+        wait = max(MIN_INTERVAL, seconds * (1 - REBUILD_SHARE) / REBUILD_SHARE)
+        if ended is not None and clock() - ended < wait:
+            return False
+        start = time.perf_counter()
+        _build(sweep_dir, force=True)
+        _write_stamp(sweep_dir, clock(), time.perf_counter() - start)
+        return True
+
+
+def _read_stamp(sweep_dir: Path) -> tuple[float | None, float]:
+    try:
+        stamp = json.loads((sweep_dir / STAMP_NAME).read_text())
+        return float(stamp["ended"]), float(stamp["seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None, 0.0
+
+
+def _write_stamp(sweep_dir: Path, ended: float, seconds: float) -> None:
+    write_atomic(sweep_dir / STAMP_NAME, json.dumps({"ended": ended, "seconds": seconds}) + "\n")
 
 
 class SweepReport(Callback):
-    """Hydra callback: the sweep report after every job and at the end of the multirun.
+    """Hydra callback: the sweep report while the sweep runs and complete at its end.
 
     `on_job_end` runs where the job ran: in the launching process (basic launcher), in a joblib
     worker, or in the submitit job on the cluster node, so the report is written from there, into
-    the shared sweep dir, under a lock. `on_multirun_end` runs in the launching process, and only
-    when every job succeeded; an interrupted sweep gets its report when the launching process exits.
-    A report that cannot be written is logged, never a failed job."""
+    the shared sweep dir, under a lock, when it is due (`update_report`). `on_multirun_end` runs in
+    the launching process, and only when every job succeeded; a sweep with a failed job, or one
+    stopped half-way, gets its complete report when the launching process exits. The launching
+    process prints the by-setting table and the report's path once, after the complete report. A
+    report that cannot be written is logged, never a failed job."""
+
+    clock = staticmethod(time.time)  # when a rebuild is due (benchmarks/report.py simulates it)
+
+    def __init__(self) -> None:
+        self._ended = False
 
     def on_multirun_start(self, config, **kwargs) -> None:
-        # A sweep stopped by Ctrl-C or a signal skips the hooks below: the launching process still
-        # brings the report up to date on its way out.
-        atexit.register(self._write, self._sweep_dir(config), False)
+        # A sweep stopped by Ctrl-C or a signal, or with a failed job, skips on_multirun_end: the
+        # launching process still completes the report on its way out.
+        atexit.register(self._end, self._sweep_dir(config))
 
     def on_job_end(self, config, job_return, **kwargs) -> None:
         from hydra.types import RunMode
 
         if config.hydra.mode == RunMode.MULTIRUN:  # a single run has no sweep to report on
-            self._write(self._sweep_dir(config))
+            sweep_dir = self._sweep_dir(config)
+            try:
+                update_report(sweep_dir, self.clock)
+            except FileNotFoundError:  # the job's dir is gone already: nothing to report on
+                pass
+            except Exception:
+                log.exception("sweep report not written in %s", sweep_dir)
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        # usually the last job's report is already complete: then nothing is redrawn
-        self._write(self._sweep_dir(config), force=False)
+        self._end(self._sweep_dir(config))
+
+    def _end(self, sweep_dir: Path) -> None:
+        """The complete report (redrawn only if the last one is not), and the sweep's answer."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            with _locked(sweep_dir):
+                paths, by_setting = _build(sweep_dir, force=False)
+        except FileNotFoundError as err:  # stopped before its first job
+            log.info("no sweep report: %s", err)
+            return
+        except Exception:
+            log.exception("sweep report not written in %s", sweep_dir)
+            return
+        # printed, not logged: the launching process's log may still be a job's train.log
+        print("\n".join(["", *setting_table(by_setting), "", f"sweep report: {shown(paths[2])}"]),
+              flush=True)
 
     @staticmethod
     def _sweep_dir(config) -> Path:
@@ -361,16 +467,6 @@ class SweepReport(Callback):
         if not sweep_dir.is_absolute():  # relative to where the sweep was launched
             sweep_dir = Path(config.hydra.runtime.cwd) / sweep_dir
         return sweep_dir
-
-    @staticmethod
-    def _write(sweep_dir: Path, force: bool = True) -> None:
-        try:
-            write_report(sweep_dir, force)
-            log.info("sweep report: %s", sweep_dir / "summary.md")
-        except FileNotFoundError as err:  # stopped before its first job
-            log.info("no sweep report: %s", err)
-        except Exception:
-            log.exception("sweep report not written in %s", sweep_dir)
 
 
 def main(argv=None) -> None:

@@ -16,7 +16,7 @@ from srn_lightning.errors import UserError
 # What a resumed run may change: how long it goes on, and where it reads data and how it shows
 # progress. Anything else would make the rest of the run a different experiment from its start.
 RESUMABLE_OVERRIDES = {"trainer.max_epochs", "trainer.enable_progress_bar", "data.dir",
-                       "data.num_workers", "plot_steps"}
+                       "data.num_workers", "plot_steps", "verbose"}
 # Config groups of the project that a run's overrides may choose from: conf/'s folders, less Hydra's.
 GROUPS = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()} - {"hydra"}
 MONITOR_STATE = "GradNormMonitor"  # the callbacks' state keys in a checkpoint

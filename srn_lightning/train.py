@@ -1,4 +1,5 @@
-"""Train the book's SRN from a Hydra config: build, fit, test the best-on-dev checkpoint, record.
+"""Train the book's SRN from a Hydra config: build, fit, test the best-on-dev checkpoint, record,
+and end with the run's answer on the console.
 
     python -m srn_lightning.train clip=none
     python -m srn_lightning.train -m clip=norm,value,none length=10,20
@@ -21,7 +22,7 @@ from typing import Any, NamedTuple, NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import interrupts, locks, record
+from srn_lightning import answer, interrupts, locks, record
 from srn_lightning.config import CONFIG_DIR, check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
 from srn_lightning.resume import check_checkpoint, resume_argv
@@ -42,7 +43,7 @@ class Built(NamedTuple):
 
 def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     """One run in `run_dir`: build, make the data files, fit, test the best-on-dev checkpoint,
-    draw, record. Returns the metrics it also writes to `run_dir/metrics.json`. `callbacks` are
+    draw, record, log its answer (`answer.lines`). Returns the metrics it also writes to `run_dir/metrics.json`. `callbacks` are
     added to the project's own (handy for notebooks and tests).
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
@@ -107,6 +108,8 @@ def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) 
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
         built.trainer.logger.finalize("success")
         record.write_metrics(run_dir, metrics)
+    for line in answer.lines(metrics, columns(built.monitor), run_dir):  # console and train.log
+        log.info(line)
     return metrics
 
 
@@ -269,20 +272,31 @@ def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
 
 # ---- the process -------------------------------------------------------------------------------
 
-def setup_process(cfg: DictConfig, launcher: DictConfig) -> None:
-    """What a process that runs jobs sets up: its log handlers, warning filters, exit handler and
-    torch threads."""
+def setup_process(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """What a process that runs jobs sets up for each: its console, warning filters, exit handler and
+    torch threads; and, unless the config sets it, whether the job shows a progress bar."""
     import lightning
     import torch
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
+    from srn_lightning import console
 
     # Hydra's handlers (console and the run's train.log) print Lightning's messages; its own console
     # handler would print each of them a second time.
     logging.getLogger(lightning.__name__).handlers.clear()
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    # `hydra.verbose=...`, Hydra's own switch for more log lines, counts as verbose too
+    console.setup_console(cfg.verbose or bool(hydra_cfg.verbose), hydra_cfg.job.num if in_sweep else None)
+    if cfg.trainer.get("enable_progress_bar") is None:
+        with open_dict(cfg):
+            cfg.trainer.enable_progress_bar = console.progress_bar_default(
+                parallel=in_sweep and hydra_cfg.launcher.get("n_jobs", 1) != 1)
     # Everything lives in memory: worker processes would only slow a run this small down.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
     exit_without_final_collection()
-    threads = job_threads(cfg, launcher)
+    threads = job_threads(cfg, hydra_cfg.launcher)
     if threads:
         torch.set_num_threads(threads)
     log.info("torch threads: %d", torch.get_num_threads())
@@ -346,7 +360,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
         try:
-            setup_process(cfg, hydra_cfg.launcher)
+            setup_process(cfg, hydra_cfg)
             locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
             metrics = run(cfg, run_dir)
         except interrupts.Interrupted as stop:

@@ -259,7 +259,7 @@ def test_interrupt_then_resume_equals_an_uninterrupted_run(straight, data_dir, t
     assert proc.returncode != 0 and proc.stderr.strip() == (
         "error: lr: cannot change on resume (the checkpoint was trained with the run's own config); "
         "allowed with resume=: data.dir, data.num_workers, plot_steps, trainer.enable_progress_bar, "
-        "trainer.max_epochs")
+        "trainer.max_epochs, verbose")
     assert snapshot(run_dir) == before
 
     proc = run_cli([f"resume={run_dir}", *QUIET], tmp_path)

@@ -58,3 +58,23 @@ def test_metrics_json_is_strict_and_needs_a_status(tmp_path):
     (tmp_path / record.METRICS_NAME).write_text("{}")
     with pytest.raises(ValueError, match="status"):
         record.read_metrics(tmp_path)
+
+
+def test_float32_metrics_are_written_as_the_shortest_decimal_of_the_float32(tmp_path):
+    import numpy as np
+
+    f32 = float(np.float32(0.11))  # 0.10999999940395355, as torch's .item() hands it over
+    rows = [row(0, float(np.float32(6934.12)), float(np.float32(1273.248))), row(1, float(np.float32(0.0015)), 3.0)]
+    metrics = record.finished_metrics(
+        "completed", compose_cfg(), epochs=1, steps=2, dev_best=float(np.float32(0.14)),
+        best_checkpoint="best-epoch00.ckpt", test_acc=f32, columns=record.columns(rows), fit_seconds=1.0)
+    record.write_metrics(tmp_path, metrics)
+    text = (tmp_path / record.METRICS_NAME).read_text()
+    assert '"test_acc": 0.11,' in text and '"dev_best": 0.14,' in text and "0.1099999" not in text
+    assert '"W_pre_max": 6934.12,' in text and '"W_pre_last": 0.0015,' in text
+    on_disk = record.read_metrics(tmp_path)
+    for key in ("test_acc", "dev_best", *record.NORM_KEYS):  # each still reads back as the float32
+        if on_disk[key] is not None:
+            assert np.float32(on_disk[key]) == np.float32(metrics[key])
+    assert np.float32(on_disk["test_acc"]) == np.float32(f32)
+    assert list(on_disk)[:2] == ["status", "clip_mode"] and list(on_disk)[-1] == "fit_seconds"

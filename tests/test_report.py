@@ -1,6 +1,8 @@
 """The sweep report over job dirs made here, in-process: rows, seed statistics, a missing job."""
 
 import csv
+import json
+import math
 import statistics
 
 import pytest
@@ -61,3 +63,40 @@ def test_a_partly_written_csv_is_drawn_as_far_as_it_goes(tmp_path):
     with (job / record.CSV_NAME).open("a") as f:
         f.write("3,0,1.0,2")
     assert report.read_norms(job) == ([0, 1, 2], [5.0, 50.0, 0.5])
+
+
+def test_the_report_writes_float32_numbers_and_their_statistics_without_binary_noise(tmp_path):
+    import numpy as np
+
+    for seed, acc in enumerate((0.11, 0.12)):
+        make_job(tmp_path, seed, ["clip=none", "length=20", f"seed={seed}"],
+                 {"test_acc": float(np.float32(acc)), "W_pre_max": float(np.float32(6934.12))})
+    report.write_report(tmp_path)
+    jobs = read_csv(tmp_path / "summary.csv")
+    assert [j["test_acc"] for j in jobs] == ["0.11", "0.12"] and jobs[0]["W_pre_max"] == "6934.12"
+    (setting,) = read_csv(tmp_path / "summary_by_setting.csv")
+    assert setting["test_acc_mean"] == "0.115" and setting["W_pre_max_std"] == "0.0"
+
+
+def test_after_a_job_the_report_is_rebuilt_only_when_due(tmp_path):
+    make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})
+    assert report.update_report(tmp_path, clock=lambda: 1000.0)  # the first job: a report at once
+    assert (tmp_path / "summary.csv").exists()
+    stamp = json.loads((tmp_path / report.STAMP_NAME).read_text())
+    make_job(tmp_path, 1, ["clip=none", "length=20", "seed=1"], {"test_acc": 0.2})
+    due = 1000.0 + max(report.MIN_INTERVAL, stamp["seconds"] * (1 - report.REBUILD_SHARE) / report.REBUILD_SHARE)
+    assert not report.update_report(tmp_path, clock=lambda: due - 0.1)  # too soon: left as it is
+    assert len(read_csv(tmp_path / "summary.csv")) == 1
+    assert report.update_report(tmp_path, clock=lambda: due + 0.1)
+    assert len(read_csv(tmp_path / "summary.csv")) == 2
+
+
+def test_many_seeds_of_a_setting_are_drawn_as_their_median_and_quartiles():
+    from srn_lightning import plots
+
+    curves = [([0, 1, 2], [1.0, 10.0, 5.0]), ([0, 1, 2], [2.0, 20.0, float("nan")]),
+              ([0, 1], [3.0, 30.0]), ([0, 1, 2], [4.0, 40.0, 7.0]), ([0, 1, 2, 3], [5.0, 50.0, 9.0, float("nan")])]
+    steps, median, low, high = plots.median_band(curves)
+    assert steps == [0, 1, 2, 3]
+    assert list(median[:3]) == [3.0, 30.0, 7.0] and list(low[:2]) == [2.0, 20.0] and list(high[:2]) == [4.0, 40.0]
+    assert math.isnan(median[3])  # no curve has a number there

@@ -163,6 +163,8 @@ def test_a_failing_job_is_a_row_of_the_report_and_fails_the_sweep(tmp_path, data
     assert rows["lr=1e+38"]["status"] == "diverged"
     assert "3 jobs: 1 completed, 1 diverged, 1 failed" in (sweep / "summary.md").read_text()
     assert (sweep / "sweep.png").exists()
+    # the sweep's table and its report's path, printed once, failed job or not
+    assert out.count("sweep report: ") == 1 and "| lr=-1 | 0 | failed:1 |" in out
 
 
 @pytest.fixture(scope="module")
@@ -202,6 +204,27 @@ def test_joblib_runs_the_jobs_in_parallel_with_a_share_of_the_cores_each(side_by
     generated = side_by_side["_cwd"] / "joblib_data" / "10"
     for split in ("train", "dev", "test"):  # written by both jobs at once, intact
         assert (generated / f"{split}.txt").read_bytes() == (data_dir / "10" / f"{split}.txt").read_bytes()
+
+
+def test_a_parallel_sweep_says_which_job_each_line_is_from_and_ends_with_its_table(side_by_side):
+    sweep, rc, out = side_by_side["joblib"]
+    assert rc == 0, out[-3000:]
+    lines = out.splitlines()
+    # what the jobs log (the launching process's own lines are Hydra's [HYDRA] ones and the table)
+    from_jobs = [ln for ln in lines if "][__main__][" in ln or "][lightning" in ln or "py.warnings" in ln]
+    assert from_jobs and all(ln.startswith(("[job 0] ", "[job 1] ")) for ln in from_jobs), from_jobs
+    assert {ln[:7] for ln in from_jobs} == {"[job 0]", "[job 1]"}
+    assert sum("completed after 1 epoch (" in ln for ln in from_jobs) == 2  # each job's answer
+    assert not any(text in out for text in ("GPU available", "TPU available", "Tip:"))
+    # the by-setting table of summary.md and the report's path, once, at the end
+    md = (sweep / "summary.md").read_text().splitlines()
+    start = md.index("| setting | seeds | status | test acc | dev best | max W norm (pre) | max total norm (pre) |")
+    table = md[start:start + 4]
+    assert len(table) == 4 and table[-1].startswith("| clip=")
+    at = lines.index(table[0])
+    assert lines[at:at + 4] == table and out.count(table[0]) == 1
+    report_line = f"sweep report: {(sweep / 'summary.md').relative_to(side_by_side['_cwd'])}"
+    assert out.count("sweep report: ") == 1 and lines[at + 5] == report_line
 
 
 def test_submitit_local_runs_each_job_as_its_own_process(side_by_side):

@@ -177,3 +177,44 @@ def test_the_logger_is_closed_even_when_the_end_of_a_run_fails(make_cfg, tmp_pat
                         lambda self, status: (statuses.append(status), finalize(self, status)))
     run(make_cfg("trainer.max_epochs=1"), tmp_path / "run2")
     assert statuses[-1] == "success"
+
+
+CHATTER = ("GPU available", "TPU available", "Tip:", "litlogger", "Restoring states")
+
+
+@pytest.mark.slow
+def test_a_run_ends_with_its_answer_and_keeps_lightnings_lines_in_its_log(tmp_path, data_dir):
+    # no progress-bar override: the default, with the output captured (not a terminal), is no bar
+    proc = run_cli(["clip=norm", f"data.dir={data_dir}", "trainer.max_epochs=2"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run_dir,) = (tmp_path / "outputs" / "runs").glob("*/*")
+    m = json.loads((run_dir / "metrics.json").read_text())
+    rows = read_grad_norms(run_dir / "grad_norms.csv")
+    shown = run_dir.relative_to(tmp_path)
+
+    def peak(name):
+        return rows["step"][rows[f"{name}_pre"].index(max(rows[f"{name}_pre"]))]
+
+    expected = [
+        f"completed after 2 epochs (10 steps, fit {m['fit_seconds']:.1f} s): dev best {m['dev_best']:.3f}, "
+        f"test acc {m['test_acc']:.3f} ({m['best_checkpoint']})",
+        f"pre-clip grad norm of W: peak {m['W_pre_max']:.4g} at step {peak('W')}, last {m['W_pre_last']:.4g}",
+        f"                      U: peak {m['U_pre_max']:.4g} at step {peak('U')}, last {m['U_pre_last']:.4g}",
+        f"                      b: peak {m['b_pre_max']:.4g} at step {peak('b')}, last {m['b_pre_last']:.4g}",
+        f"run dir: {shown}",
+        f"figure: {shown / 'grad_norms.png'}",
+        f"dashboards: tensorboard --logdir {shown}",
+    ]
+    lines = proc.stdout.rstrip("\n").splitlines()
+    assert [ln.split(" - ", 1)[1] for ln in lines[-len(expected):]] == expected, proc.stdout
+    log = (run_dir / "train.log").read_text()
+    assert all(line in log for line in expected)
+    # quiet: none of Lightning's hardware lines, tips or bars on the console; they stay in train.log
+    for text in CHATTER:
+        assert text not in proc.stdout + proc.stderr, text
+    assert "GPU available" in log and "Tip:" in log
+    assert not any(s in proc.stdout + proc.stderr for s in ("\r", "it/s", "Epoch 1", "Testing"))
+
+    proc = run_cli(["clip=norm", f"data.dir={data_dir}", "trainer.max_epochs=1", "verbose=true"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "GPU available" in proc.stdout and "Tip:" in proc.stdout  # verbose: as Lightning prints them
