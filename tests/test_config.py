@@ -80,3 +80,21 @@ def test_a_resumed_run_keeps_its_cell_and_optimizer(tmp_path):
     assert (cfg.model.cell, cfg.optimizer.name) == ("lstm", "adam")
     with pytest.raises(ResumeError, match="model: cannot change on resume"):
         resume_argv([f"resume={run_dir}", "model=srn"])
+
+
+@pytest.mark.parametrize("override,line", [
+    ("trainer.max_epoch=3", "trainer.max_epoch: no such config key (did you mean trainer.max_epochs?)"),
+    ("trainer.accumulate_grad_batches=2",
+     "trainer.accumulate_grad_batches: not in the config yet; add it with +trainer.accumulate_grad_batches=..."),
+])
+def test_a_trainer_key_not_in_the_config_is_explained(override, line):
+    with pytest.raises(Exception) as err:
+        compose_cfg(override)
+    assert config.explain(err.value).startswith(line)
+
+
+def test_an_added_key_must_be_a_trainer_argument():
+    cfg = compose_cfg("+trainer.max_epoch=3")
+    with pytest.raises(config.ConfigError, match=r"^trainer.max_epoch=3: not allowed; trainer.max_epoch "
+                                                 r"must be a Trainer argument \(did you mean max_epochs\?\)"):
+        config.check_trainer_keys(cfg.trainer)

@@ -50,7 +50,6 @@ BAD = [  # (override, key the message must name, what it must say is allowed)
     ("model.hidden_size=0", "model.hidden_size", ">= 1"),
     ("seed=-1", "seed", "0.."),
     ("lenght=20", "lenght", "did you mean length?"),
-    ("trainer.max_epoch=3", "trainer.max_epoch", "did you mean trainer.max_epochs?"),
     ("reduction=mean_", "reduction", "sum or mean"),
     ("hydra.run.dir=a_file/run", "hydra.run.dir", "can be created and written"),
     ("data.dir=a_file/data", "data.dir", "can be created and written"),
@@ -59,8 +58,6 @@ BAD = [  # (override, key the message must name, what it must say is allowed)
     ("plot_steps=0", "plot_steps", ">= 1"),
     ("trainer.max_epochs=abc", "trainer.max_epochs", ">= 1"),
     ("trainer.max_epochs=null", "trainer.max_epochs", ">= 1"),
-    ("trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "add it with +trainer."),
-    ("+trainer.max_epoch=3", "trainer.max_epoch", "did you mean max_epochs?"),
     ("+trainer.gradient_clip_val=1", "trainer.gradient_clip_val", "set by clip.val"),
     ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "per optimizer step"),
     ("hydra.run.dir=outputs/runs/good", "hydra.run.dir", "holds a run; continue it with resume="),
@@ -87,17 +84,6 @@ def test_bad_config_is_one_line_before_any_work(workdir, override, key, allowed)
     assert lines[0].startswith(f"error: {key}") and allowed in lines[0], lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
     assert snapshot(workdir) == before  # no run dir made, nothing overwritten
-
-
-@pytest.mark.slow
-def test_a_bad_multirun_value_fails_its_job_only(workdir, data_dir, tmp_path):
-    proc = call(["-m", "lr=0.2,-1", f"data.dir={data_dir}", "trainer.max_epochs=1",
-                 f"hydra.sweep.dir={tmp_path}/sweep", *QUIET], workdir)
-    assert proc.returncode != 0  # ... once every job has run
-    assert proc.stderr.strip().splitlines()[-1] == "error: lr=-1.0: not allowed; lr must be a finite number > 0"
-    assert "lr=-1" in proc.stderr  # the failed job is logged with its overrides
-    ok, bad = (json.loads(p.read_text()) for p in sorted((tmp_path / "sweep").glob("*/metrics.json")))
-    assert ok["status"] == "completed" and bad["status"] == "failed" and "lr=-1.0" in bad["error"]
 
 
 # --- data files ---------------------------------------------------------------------------------
@@ -237,7 +223,8 @@ def straight(data_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+# SIGTERM, as Slurm sends it; SIGINT in every phase is tests/test_exits.py's
+@pytest.mark.parametrize("sig", [signal.SIGTERM], ids=["SIGTERM"])
 def test_interrupt_then_resume_equals_an_uninterrupted_run(straight, data_dir, tmp_path, sig):
     overrides = RESUMED
     run_dir = tmp_path / "run"

@@ -86,6 +86,11 @@ def test_the_report_holds_each_jobs_own_numbers_and_their_seed_statistics(seed_s
     # the seeds really differ: otherwise the std above would prove nothing
     assert any(float(s["W_pre_max_std"]) > 0 for s in settings)
 
+    for row in rows:  # each job in its own dir, named after its overrides, with what a run leaves
+        job = seed_sweep / row["dir"]
+        assert job.name.startswith(f"{row['job']}_") and all(o in job.name for o in row["overrides"].split()
+                                                             if o.split("=")[0] in ("clip", "length", "seed"))
+        assert (job / "grad_norms.png").exists() and list((job / "tb").glob("events.*"))
     md = (seed_sweep / "summary.md").read_text()
     assert "8 jobs: 8 completed" in md and "sample standard deviation" in md
     assert md.count("(n=2)") == 4 * 4
@@ -159,6 +164,8 @@ def test_a_failing_job_is_a_row_of_the_report_and_fails_the_sweep(tmp_path, data
     assert rows["lr=0.2"]["status"] == "completed" and float(rows["lr=0.2"]["test_acc"]) >= 0
     assert rows["lr=-1"]["status"] == "failed" and rows["lr=-1"]["error"]  # the reason, one line
     assert rows["lr=-1"]["error"] == metrics_of(sweep, rows["lr=-1"])["error"]
+    assert "error: lr=-1.0: not allowed; lr must be a finite number > 0" in out  # its one line
+    assert "job failed (overrides: lr=-1" in out  # logged with its overrides
     # a diverged job is a result: its row says so, and the jobs after it ran
     assert rows["lr=1e+38"]["status"] == "diverged"
     assert "3 jobs: 1 completed, 1 diverged, 1 failed" in (sweep / "summary.md").read_text()
