@@ -150,7 +150,7 @@ class GradFlowMonitor(RowMonitor):
 
     def __init__(self, cell: torch.nn.Module, length: int) -> None:
         self.cell, self.length = cell, length
-        self.has_cell_state = type(cell).__name__ == "LSTM"
+        self.has_cell_state = cell.has_cell_state
         positions = range(1, length + 1)
         self.columns = ["step", "epoch", "sigma_max_U", *(f"h_{t}" for t in positions),
                         *((f"c_{t}" for t in positions) if self.has_cell_state else ())]
@@ -207,13 +207,17 @@ class StopOnNonFinite(Callback):
 
     def __init__(self, monitor: GradNormMonitor) -> None:
         self.monitor = monitor
+        self._params: list[torch.nn.Parameter] = []
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._params = list(pl_module.parameters())  # walked once, not every step
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         row = self.monitor.latest
         if row is None:
             return
         with torch.no_grad():
-            weights = get_total_norm(list(pl_module.parameters()))
+            weights = get_total_norm(self._params)
         if not torch.isfinite(torch.cat([row, weights.reshape(1)])).all():
             raise Diverged(trainer.global_step - 1)
 

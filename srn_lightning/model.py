@@ -19,6 +19,7 @@ class RecurrentCell(nn.Module):
     default initialiser, b included)."""
 
     gates = 1
+    has_cell_state = False  # the LSTM's c_t, kept in `cell_states` beside h_t
 
     def __init__(self, input_size: int, hidden_size: int) -> None:
         super().__init__()
@@ -68,6 +69,7 @@ class LSTM(RecurrentCell):
     h_0 = c_0 = 0. W, U, b hold the blocks of i, f, o, c~ in that order."""
 
     gates = 4
+    has_cell_state = True
 
     def step(self, xw_t, h, c):
         i, f, o, candidate = (xw_t + h @ self.U).chunk(4, dim=1)
