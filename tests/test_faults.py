@@ -35,29 +35,19 @@ def workdir(tmp_path_factory):
     return d
 
 
-BAD = [  # (override, key the message must name, what it must say is allowed)
-    ("length=2", "length", ">= 3"),
+BAD = [  # (override, key the message must name, what it must say is allowed); a case per kind of
+    # error: every rule's own words are tests/test_config.py's, without a process each
     ("length=abc", "length", ">= 3"),
-    ("lr=0", "lr", "> 0"),
     ("lr=-0.1", "lr", "> 0"),
     ("lr=nan", "lr", "finite"),
     ("clip=bogus", "clip", "none, norm, norm_each, value"),
-    ("model=bogus", "model", "gru, lstm, srn"),
-    ("grad_time=maybe", "grad_time", "true or false"),
     ("clip=norm clip.val=-1", "clip.val", "> 0"),
-    ("clip=value clip.val=0", "clip.val", "> 0"),
-    ("batch_size=0", "batch_size", ">= 1"),
-    ("model.hidden_size=0", "model.hidden_size", ">= 1"),
-    ("seed=-1", "seed", "0.."),
     ("lenght=20", "lenght", "did you mean length?"),
     ("reduction=mean_", "reduction", "sum or mean"),
     ("hydra.run.dir=a_file/run", "hydra.run.dir", "can be created and written"),
     ("data.dir=a_file/data", "data.dir", "can be created and written"),
-    ("data.dir=/proc/srn_data", "data.dir", "can be created and written"),
     ("clip.val=1", "clip.val", "null with clip=none"),
-    ("plot_steps=0", "plot_steps", ">= 1"),
     ("trainer.max_epochs=abc", "trainer.max_epochs", ">= 1"),
-    ("trainer.max_epochs=null", "trainer.max_epochs", ">= 1"),
     ("+trainer.gradient_clip_val=1", "trainer.gradient_clip_val", "set by clip.val"),
     ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "per optimizer step"),
     ("hydra.run.dir=outputs/runs/good", "hydra.run.dir", "holds a run; continue it with resume="),
