@@ -51,9 +51,10 @@ def make_cfg(data_dir):
 
 
 def child_env(**extra: str) -> dict:
-    """This process's environment, with this checkout first on PYTHONPATH."""
+    """This process's environment, with this checkout first on PYTHONPATH and one torch thread by
+    default, as in the suite's own process: the suite runs a worker per core."""
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
-    return {**os.environ, "PYTHONPATH": path, **extra}
+    return {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1", **extra}
 
 
 def cli(*args: str) -> list[str]:
