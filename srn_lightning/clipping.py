@@ -32,6 +32,8 @@ def trainer_kwargs(mode: str, val: float | None) -> dict:
 @torch.no_grad()
 def clip_gradients_(parameters, mode: str, val: float | None) -> None:
     """Clip the gradients of `parameters` in place as `mode` says (see the module docstring)."""
+    if mode == "none":
+        return  # `parameters` is not even walked
     parameters = [p for p in parameters if p.grad is not None]
     if mode == "norm":
         torch.nn.utils.clip_grad_norm_(parameters, val)
@@ -40,5 +42,5 @@ def clip_gradients_(parameters, mode: str, val: float | None) -> None:
     elif mode == "norm_each":
         for p in parameters:
             p.grad.mul_(val / torch.linalg.vector_norm(p.grad).clamp(min=val))
-    elif mode != "none":
+    else:
         raise ValueError(f"clip mode {mode!r}: not one of none, norm, value, norm_each")

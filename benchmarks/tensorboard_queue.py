@@ -1,0 +1,93 @@
+"""What the TensorBoard writer's queue costs: the project's run with the logger's `max_queue` at
+SummaryWriter's default (10 events) against the run's own (1000, room for an epoch's scalars).
+
+    python -m benchmarks.tensorboard_queue                 # the book's run, 7 pairs
+    python -m benchmarks.tensorboard_queue --pairs 5 clip=norm
+
+The run writes its per-step scalars (loss and eight grad norms, an event each) through the logger's
+`log_metrics` once an epoch. A full queue makes `add_scalar` wait for the writer's thread. Fit time
+only (`Trainer.fit`, as in benchmarks/parity.py), one warm-up pair, then pairs in alternating order.
+Results: outputs/benchmarks/tensorboard_queue.json and a table on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from benchmarks.common import OUT, environment, make_cfg, quiet, save_json
+from benchmarks.grad_time import fit_seconds
+
+DEFAULT_QUEUE = 10  # torch.utils.tensorboard.SummaryWriter's max_queue
+
+
+@contextlib.contextmanager
+def logger_queue(max_queue: int | None):
+    """While active, every TensorBoardLogger the run builds gets `max_queue` (None: the run's own)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    init = TensorBoardLogger.__init__
+
+    def with_queue(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "max_queue": max_queue})
+
+    if max_queue is not None:
+        TensorBoardLogger.__init__ = with_queue
+    try:
+        yield
+    finally:
+        TensorBoardLogger.__init__ = init
+
+
+def bench(overrides: list[str], pairs: int, work: Path) -> dict:
+    cfg = make_cfg(work / "data", *overrides)
+    sides = {"default": DEFAULT_QUEUE, "run": None}
+    times: dict = {side: [] for side in sides}
+    for i in range(pairs + 1):  # pair 0 is the warm-up
+        for side in (("default", "run") if i % 2 == 0 else ("run", "default")):
+            with logger_queue(sides[side]):
+                seconds = fit_seconds(cfg, work / f"{i}-{side}")
+            if i > 0:
+                times[side].append(seconds)
+    saved = [a - b for a, b in zip(times["default"], times["run"])]
+    return {"pairs": pairs, "default_queue_s": times["default"], "run_queue_s": times["run"],
+            "default_median_s": statistics.median(times["default"]),
+            "run_median_s": statistics.median(times["run"]),
+            "saved_median_s": statistics.median(saved),
+            "ratio_median": statistics.median(b / a for a, b in zip(times["default"], times["run"]))}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.tensorboard_queue",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", default=str(OUT / "tensorboard_queue.json"))
+    parser.add_argument("overrides", nargs="*", help="config overrides for both sides, key=value")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    quiet()
+    work = Path(tempfile.mkdtemp(prefix="srn-tb-queue-"))
+    report = {"benchmark": "tensorboard_queue", "overrides": args.overrides, "threads": args.threads,
+              **environment()}
+    with (open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull),
+          contextlib.redirect_stdout(devnull)):
+        report["result"] = r = bench(args.overrides, args.pairs, work)
+    save_json(args.out, report)
+    print("| max_queue | fit (median) |\n| --- | --- |")
+    print(f"| {DEFAULT_QUEUE} (SummaryWriter's default) | {r['default_median_s']:.3f} s |")
+    print(f"| the run's | {r['run_median_s']:.3f} s |")
+    print(f"\nsaved per fit, median of pairs: {r['saved_median_s']:.3f} s "
+          f"(ratio {r['ratio_median']:.3f})")
+    print(f"written: {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
