@@ -121,6 +121,10 @@ def _draw_curves(ax, curves: list) -> dict:
     groups: dict = {}
     for label, steps, norms in curves:
         groups.setdefault(label, []).append((steps, norms))
+    # more settings than a legend can name (a search's trials): one median and band over all the jobs
+    merged = len(groups) > LEGEND_MAX
+    if merged:
+        groups = {"": [curve for group in groups.values() for curve in group]}
     lines = sum(1 if len(g) > BAND_OVER else len(g) for g in groups.values())
     lw, alpha = (0.6, 0.5) if lines > THIN_OVER else (1.0, 0.8)
     colors = {}
@@ -130,7 +134,8 @@ def _draw_curves(ax, curves: list) -> dict:
             steps, median, low, high = median_band(group)
             ax.fill_between(steps, low, high, color=color, alpha=0.25, lw=0)
             ax.plot(steps, median, color=color, lw=1.2,
-                    label=f"{label + ': ' if label else ''}median, 25-75% of {len(group)} seeds")
+                    label=f"{label + ': ' if label else ''}median, 25-75% of {len(group)} "
+                          f"{'jobs' if merged else 'seeds'}")
             continue
         for n, (steps, norms) in enumerate(group):
             ax.plot(steps, norms, color=color, lw=lw, alpha=alpha, label=label if n == 0 and label else None)
@@ -200,18 +205,32 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
 
     ax = fig.add_subplot(grid[-1, :])
     spread = 0.8 / max(len(accuracy), 1)  # series side by side around each length
+    many = len(accuracy) > LEGEND_MAX  # a search's trials: small points in one colour, the best named
+    best = None
     for k, (series, points) in enumerate(accuracy.items()):
         xs = [x_labels.index(p[0]) + (k - (len(accuracy) - 1) / 2) * spread for p in points]
         means = [p[1] for p in points]
         stds = [p[2] or 0.0 for p in points]  # one seed: no spread to draw
         line = "o-" if len(points) > 1 else "o"  # a series over lengths: accuracy against length
+        if many:
+            ax.errorbar(xs, means, yerr=stds, fmt=line, color="C0", ms=3, lw=0.5, alpha=0.5)
+            for x, mean in zip(xs, means):
+                if best is None or mean > best[0]:
+                    best = (mean, x, series)
+            continue
         ax.errorbar(xs, means, yerr=stds, fmt=line, capsize=4, label=series or "all jobs")
         for x, mean, std, n in zip(xs, means, stds, (p[3] for p in points)):
             ax.annotate(f"n={n}", (x, mean + std), textcoords="offset points", xytext=(3, 3), fontsize=7)
+    if best:
+        mean, x, series = best
+        ax.plot([x], [mean], "*", color="C3", ms=10)
+        ax.annotate(f"best: {series} ({mean:.3g})", (x, mean), textcoords="offset points",
+                    xytext=(8, -4), fontsize=7, color="C3")
     ax.set_xticks(range(len(x_labels)), x_labels)
     ax.set_xlim(-0.6, len(x_labels) - 0.4)
     ax.set_ylabel("test accuracy")
-    ax.set_title("test accuracy: mean and std over seeds (n = seeds)", fontsize=9)
+    ax.set_title(f"test accuracy of {len(accuracy)} settings, the best starred" if many else
+                 "test accuracy: mean and std over seeds (n = seeds)", fontsize=9)
     if len(accuracy) <= LEGEND_MAX:
         ax.legend(fontsize=8)
 

@@ -100,3 +100,21 @@ def test_many_seeds_of_a_setting_are_drawn_as_their_median_and_quartiles():
     assert steps == [0, 1, 2, 3]
     assert list(median[:3]) == [3.0, 30.0, 7.0] and list(low[:2]) == [2.0, 20.0] and list(high[:2]) == [4.0, 40.0]
     assert math.isnan(median[3])  # no curve has a number there
+
+
+def test_a_search_s_many_settings_are_one_band_and_a_cloud_with_the_best_named(tmp_path):
+    from srn_lightning import plots
+
+    n = plots.LEGEND_MAX + 2  # more settings than a legend can name, one job each
+    labels = [f"lr={0.01 * (k + 1):g}" for k in range(n)]
+    panels = {("length=20", "clip=norm"): [(lab, [0, 1], [1.0 + k, 2.0 + k]) for k, lab in enumerate(labels)]}
+    means = [0.1 + 0.05 * ((7 * k) % n) for k in range(n)]  # the best is not the last one drawn
+    accuracy = {lab: [("length=20", m, None, 1)] for lab, m in zip(labels, means)}
+    fig = plots.plot_sweep(panels, ["length=20"], ["clip=norm"], accuracy, ["length=20"], tmp_path / "s")
+    top, bottom = fig.axes
+    assert len(top.lines) == 1 and len(top.collections) == 1  # the median and its band, not n lines
+    assert [t.get_text() for t in top.get_legend().get_texts()] == [f"median, 25-75% of {n} jobs"]
+    texts = [t.get_text() for t in bottom.texts]
+    best = labels[means.index(max(means))]
+    assert texts == [f"best: {best} ({max(means):.3g})"]  # no "n=1" label per point
+    assert bottom.get_legend() is None and (tmp_path / "s.png").exists()
