@@ -26,22 +26,24 @@ from pathlib import Path
 from benchmarks.common import OUT, REPO, environment, save_json
 
 # Runs in the worker, in the checkout it measures: a line "mode side run_dir overrides..." in, a line
-# with the fit's wall seconds out.
+# with the fit's wall seconds out, on a copy of stdout; the process's own stdout goes to /dev/null,
+# so nothing a fit prints can get into the replies.
 WORKER = r"""
-import contextlib, json, os, sys
+import json, os, sys
+reply = os.fdopen(os.dup(1), "w")
+os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
 sys.path.insert(0, os.getcwd())
 import torch
 torch.set_num_threads(1)
 from benchmarks.common import make_cfg, quiet
 from benchmarks.parity import lightning_fit, plain_fit
 quiet()
-data, out = sys.argv[1], sys.stdout
+data = sys.argv[1]
 for line in sys.stdin:
     mode, side, run_dir, *overrides = line.split()
     cfg = make_cfg(data, f"clip={mode}", *overrides)
-    with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
-        result = (lightning_fit if side == "lightning" else plain_fit)(cfg, run_dir)
-    print(json.dumps(result["fit_seconds"]), file=out, flush=True)
+    result = (lightning_fit if side == "lightning" else plain_fit)(cfg, run_dir)
+    print(json.dumps(result["fit_seconds"]), file=reply, flush=True)
 """
 
 
@@ -49,21 +51,34 @@ class Worker:
     """A process in `checkout` that runs one fit per request."""
 
     def __init__(self, checkout: Path, data: Path, overrides: list[str]) -> None:
-        self.overrides = overrides  # this checkout's own, after the shared ones
+        self.checkout, self.overrides = checkout, overrides  # its own overrides, after the shared ones
         self.proc = subprocess.Popen([sys.executable, "-c", WORKER, str(data)], cwd=checkout,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
 
     def fit(self, mode: str, side: str, run_dir: Path, overrides: list[str]) -> float:
         self.proc.stdin.write(" ".join([mode, side, str(run_dir), *overrides, *self.overrides]) + "\n")
         self.proc.stdin.flush()
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"worker in {self.proc.args} ended (exit {self.proc.wait()})")
+            raise RuntimeError(f"the worker in {self.checkout} ended (exit {self.proc.wait()}); "
+                               f"try the fit there: python -m benchmarks.parity --modes {mode}")
         return json.loads(line)
 
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
+
+
+def describe(checkout: Path) -> dict:
+    """The checkout's path, commit and whether it has changes beyond it (None outside git)."""
+    def git(*args):
+        proc = subprocess.run(["git", "-C", str(checkout), *args], capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    return {"path": str(checkout), "commit": commit,
+            "changed": bool(git("status", "--porcelain", "--untracked-files=no")) if commit else None}
 
 
 def bench_mode(workers: dict, mode: str, rounds: int, overrides: list[str], work: Path) -> dict:
@@ -101,7 +116,7 @@ def main(argv=None) -> None:
     trees = {"other": Path(args.other).resolve(), "this": REPO}
     workers = {"other": Worker(trees["other"], work / "data", []),
                "this": Worker(trees["this"], work / "data", args.this)}
-    report = {"benchmark": "compare_trees", "trees": {k: str(v) for k, v in trees.items()},
+    report = {"benchmark": "compare_trees", "trees": {k: describe(v) for k, v in trees.items()},
               "overrides": args.overrides, "this_overrides": args.this, **environment(), "results": []}
     try:
         for mode in args.modes:

@@ -1,5 +1,7 @@
-"""What the TensorBoard writer's queue costs: the project's run with the logger's `max_queue` at
-SummaryWriter's default (10 events) against the run's own (1000, room for an epoch's scalars).
+"""The TensorBoard writer's queue: the run with SummaryWriter's default against the run's own.
+
+The project's run with the logger's `max_queue` at SummaryWriter's default (10 events) against the
+run's own (1000, room for an epoch's scalars).
 
     python -m benchmarks.tensorboard_queue                 # the book's run, 7 pairs
     python -m benchmarks.tensorboard_queue --pairs 5 clip=norm

@@ -117,7 +117,8 @@ def _draw_curves(ax, curves: list) -> dict:
     """One panel's (label, steps, norms) curves; curves that share a label (the seeds of a setting)
     share a colour. Up to BAND_OVER of them are a line each; more are their median over the seeds
     with the band of the middle half (25th to 75th percentile), which stays readable at any number
-    of seeds where a line each would be a solid block. Returns {label: colour}."""
+    of seeds where a line each would be a solid block. More than LEGEND_MAX labels (a search's
+    trials) are one median and band over all the curves. Returns {label: colour}."""
     groups: dict = {}
     for label, steps, norms in curves:
         groups.setdefault(label, []).append((steps, norms))
@@ -166,7 +167,9 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
     pre-clip gradient norm of W of every job in it against the step, log y; `panels[(row, col)]` is a list
     of (label, steps, norms), the same label (the seeds of one setting) drawn in the same colour.
     Bottom: test accuracy, `accuracy[series] = [(x_label, mean, std, n), ...]`, mean with a std error
-    bar, `n` (the seeds it rests on) written next to it. Writes `<out_stem>.png` and `.pdf`."""
+    bar, `n` (the seeds it rests on) written next to it; with more than LEGEND_MAX series (a search's
+    trials), small points in one colour, the best at each x label starred and named.
+    Writes `<out_stem>.png` and `.pdf`."""
     from matplotlib.figure import Figure
 
     # Fixed margins in inches, no layout engine: the report is redrawn while a sweep runs,
@@ -206,7 +209,7 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
     ax = fig.add_subplot(grid[-1, :])
     spread = 0.8 / max(len(accuracy), 1)  # series side by side around each length
     many = len(accuracy) > LEGEND_MAX  # a search's trials: small points in one colour, the best named
-    best = None
+    best: dict = {}  # x label -> (mean, x, series) of the best series there
     for k, (series, points) in enumerate(accuracy.items()):
         xs = [x_labels.index(p[0]) + (k - (len(accuracy) - 1) / 2) * spread for p in points]
         means = [p[1] for p in points]
@@ -214,15 +217,14 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
         line = "o-" if len(points) > 1 else "o"  # a series over lengths: accuracy against length
         if many:
             ax.errorbar(xs, means, yerr=stds, fmt=line, color="C0", ms=3, lw=0.5, alpha=0.5)
-            for x, mean in zip(xs, means):
-                if best is None or mean > best[0]:
-                    best = (mean, x, series)
+            for p, x, mean in zip(points, xs, means):
+                if p[0] not in best or mean > best[p[0]][0]:
+                    best[p[0]] = (mean, x, series)
             continue
         ax.errorbar(xs, means, yerr=stds, fmt=line, capsize=4, label=series or "all jobs")
         for x, mean, std, n in zip(xs, means, stds, (p[3] for p in points)):
             ax.annotate(f"n={n}", (x, mean + std), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    if best:
-        mean, x, series = best
+    for mean, x, series in best.values():
         ax.plot([x], [mean], "*", color="C3", ms=10)
         ax.annotate(f"best: {series} ({mean:.3g})", (x, mean), textcoords="offset points",
                     xytext=(8, -4), fontsize=7, color="C3")

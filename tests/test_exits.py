@@ -21,6 +21,7 @@ from srn_lightning.resume import ResumeError, check_checkpoint, quote, resolve_r
 from srn_lightning.train import make_module, run, run_config
 
 from .conftest import QUIET, child_env, compose_cfg, run_cli, start_cli
+from .signals import SignalAt
 
 SHORT = ["clip=norm", "trainer.max_epochs=1"]
 
@@ -35,20 +36,6 @@ def straight(data_dir, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("straight")
     metrics = run(compose_cfg(f"data.dir={data_dir}", *QUIET, *SHORT), run_dir)
     return without_timing(metrics), (run_dir / "grad_norms.csv").read_bytes(), run_dir
-
-
-class SignalAt(logging.Handler):
-    """Sends `sig` to this process, once, as the run logs a message that starts with `text`: it
-    lands in the phase the message opens (or, for "interrupted by", while the run stops)."""
-
-    def __init__(self, text: str, sig) -> None:
-        super().__init__()
-        self.text, self.sig = text, sig
-
-    def emit(self, rec: logging.LogRecord) -> None:
-        if self.sig is not None and rec.getMessage().startswith(self.text):
-            sig, self.sig = self.sig, None  # once: the handler raises before this returns
-            os.kill(os.getpid(), sig)
 
 
 @pytest.fixture
@@ -326,14 +313,16 @@ def test_a_second_writer_is_refused_and_a_killed_run_resumes(data_dir, tmp_path)
     assert record.read_grad_norms(run_dir / "grad_norms.csv")["step"] == list(range(5 * epochs))
 
 
-# The CLI with two SignalAt handlers: SIGINT as the run logs that it enters the figures phase, and
-# again as it logs that it stops. The signals land where the log says, however fast the machine.
+# The CLI's entry point (`train.cli`, what `python -m srn_lightning.train` runs) with two SignalAt
+# handlers: SIGINT as the run logs that it enters the figures phase, and again as it logs that it
+# stops. The signals land where the log says, however fast the machine.
 TWO_SIGNALS = """
-import logging, signal, sys
+import logging, signal
 from srn_lightning import train
-from tests.test_exits import SignalAt
-logging.getLogger("srn_lightning.interrupts").addHandler(SignalAt("phase: figures", signal.SIGINT))
-logging.getLogger("srn_lightning.train").addHandler(SignalAt("interrupted by", signal.SIGINT))
+from tests.signals import SignalAt
+for name, text in (("srn_lightning.interrupts", "phase: figures"), ("srn_lightning.train", "interrupted by")):
+    logging.getLogger(name).addHandler(SignalAt(text, signal.SIGINT))
+    logging.getLogger(name).setLevel(logging.INFO)
 train.cli()
 """
 
