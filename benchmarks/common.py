@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
+from typing import Callable
 
 from hydra import compose, initialize_config_dir
 
@@ -81,3 +84,25 @@ def wall(cmd, cwd, env) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def silenced():
+    """Everything the runs print (bars, tables, warnings) goes to /dev/null while active."""
+    with (open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull),
+          contextlib.redirect_stdout(devnull)):
+        yield
+
+
+def alternated(sides: dict[str, Callable[[str], float]], pairs: int) -> dict[str, list[float]]:
+    """The seconds of each of two sides, `sides[name](tag)` running one fit (`tag` names the pair
+    and side, for its run dir): one warm-up pair, then `pairs` pairs whose order alternates, so the
+    drift of a shared machine reaches both sides alike. Returns {name: seconds of each timed pair}."""
+    first, second = sides
+    times: dict = {name: [] for name in sides}
+    for i in range(pairs + 1):  # pair 0 is the warm-up: imports, first-call caches
+        for name in ((first, second) if i % 2 == 0 else (second, first)):
+            seconds = sides[name](f"{i}-{name}")
+            if i > 0:
+                times[name].append(seconds)
+    return times

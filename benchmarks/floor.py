@@ -13,8 +13,6 @@ the variants in rotated order. Results: outputs/benchmarks/floor.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import tempfile
 import time
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, environment, make_cfg, quiet, save_json
+from benchmarks.common import OUT, environment, make_cfg, quiet, save_json, silenced
 from benchmarks.parity import lightning_fit, plain_fit
 
 
@@ -65,8 +63,7 @@ def main(argv=None) -> None:
     }
     names = list(variants)
     times = {n: [] for n in names}
-    with (open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull),
-          contextlib.redirect_stdout(devnull)):
+    with silenced():
         for i in range(args.rounds + 1):  # round 0 warms up
             for n in names[i % len(names):] + names[: i % len(names)]:
                 out = variants[n](work / f"{i}-{names.index(n)}")

@@ -11,8 +11,6 @@ alternating order. Results: outputs/benchmarks/grad_time.json and a table on std
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import sys
 import tempfile
@@ -20,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, environment, make_cfg, quiet, save_json
+from benchmarks.common import OUT, alternated, environment, make_cfg, quiet, save_json, silenced
 from benchmarks.parity import timed_trainer_fit
 
 
@@ -36,12 +34,8 @@ def fit_seconds(cfg, run_dir) -> float:
 def bench_cell(cell: str, overrides: list[str], pairs: int, work: Path) -> dict:
     cfgs = {on: make_cfg(work / "data", f"model={cell}", f"grad_time={on}", *overrides)
             for on in ("false", "true")}
-    times: dict = {"false": [], "true": []}
-    for i in range(pairs + 1):  # pair 0 is the warm-up
-        for on in (("false", "true") if i % 2 == 0 else ("true", "false")):
-            seconds = fit_seconds(cfgs[on], work / f"{cell}-{i}-{on}")
-            if i > 0:
-                times[on].append(seconds)
+    times = alternated({on: lambda tag, on=on: fit_seconds(cfgs[on], work / f"{cell}-{tag}")
+                        for on in ("false", "true")}, pairs)
     off, on = statistics.median(times["false"]), statistics.median(times["true"])
     ratios = [b / a for a, b in zip(times["false"], times["true"])]
     return {"cell": cell, "pairs": pairs, "off_s": times["false"], "on_s": times["true"],
@@ -62,8 +56,7 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="srn-grad-time-"))
     report = {"benchmark": "grad_time", "overrides": args.overrides, "threads": args.threads,
               **environment(), "results": []}
-    with (open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull),
-          contextlib.redirect_stdout(devnull)):
+    with silenced():
         for cell in args.cells:
             report["results"].append(bench_cell(cell, args.overrides, args.pairs, work))
             save_json(args.out, report)

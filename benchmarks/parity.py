@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, REPO, child_env, environment, make_cfg, quiet, save_json
+from benchmarks.common import OUT, REPO, child_env, environment, make_cfg, quiet, save_json, silenced
 from benchmarks.plain_loop import device_of, fit_plain
 
 MODES = ("none", "norm", "value", "norm_each")
@@ -221,8 +220,7 @@ def main(argv=None) -> None:
     quiet()
     work = Path(args.work or tempfile.mkdtemp(prefix="srn-parity-"))
     # the progress bar and banners go to /dev/null here, so a terminal's speed is not measured
-    with (open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull),
-          contextlib.redirect_stdout(devnull)):
+    with silenced():
         if args.probe:
             return probe(args.probe, args.modes[0], args.overrides, work, sys.__stdout__)
         report = {"benchmark": "parity", "overrides": args.overrides, "threads": args.threads,

@@ -12,8 +12,6 @@ outputs/benchmarks/scaling.json.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import statistics
 import sys
 import tempfile
@@ -21,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, environment, make_cfg, quiet, save_json
+from benchmarks.common import OUT, environment, make_cfg, quiet, save_json, silenced
 from benchmarks.parity import lightning_fit, parity, plain_fit
 from benchmarks.plain_loop import device_of
 
@@ -56,8 +54,7 @@ def main(argv=None) -> None:
     grid = [[f"length={n}"] for n in args.lengths]
     grid += [[f"model.hidden_size={h}"] for h in args.hidden if h != 32 or 20 not in args.lengths]
     results = []
-    with (open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull),
-          contextlib.redirect_stdout(devnull)):
+    with silenced():
         for i, overrides in enumerate(grid):
             results.append(point([*overrides, *args.overrides], args.pairs, work / str(i)))
             r = results[-1]

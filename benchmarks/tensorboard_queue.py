@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import OUT, environment, make_cfg, quiet, save_json
+from benchmarks.common import OUT, alternated, environment, make_cfg, quiet, save_json, silenced
 from benchmarks.grad_time import fit_seconds
 
 DEFAULT_QUEUE = 10  # torch.utils.tensorboard.SummaryWriter's max_queue
@@ -50,14 +49,13 @@ def logger_queue(max_queue: int | None):
 
 def bench(overrides: list[str], pairs: int, work: Path) -> dict:
     cfg = make_cfg(work / "data", *overrides)
-    sides = {"default": DEFAULT_QUEUE, "run": None}
-    times: dict = {side: [] for side in sides}
-    for i in range(pairs + 1):  # pair 0 is the warm-up
-        for side in (("default", "run") if i % 2 == 0 else ("run", "default")):
-            with logger_queue(sides[side]):
-                seconds = fit_seconds(cfg, work / f"{i}-{side}")
-            if i > 0:
-                times[side].append(seconds)
+    def fit(max_queue):
+        def one(tag):
+            with logger_queue(max_queue):
+                return fit_seconds(cfg, work / tag)
+        return one
+
+    times = alternated({"default": fit(DEFAULT_QUEUE), "run": fit(None)}, pairs)
     saved = [a - b for a, b in zip(times["default"], times["run"])]
     return {"pairs": pairs, "default_queue_s": times["default"], "run_queue_s": times["run"],
             "default_median_s": statistics.median(times["default"]),
@@ -79,8 +77,7 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="srn-tb-queue-"))
     report = {"benchmark": "tensorboard_queue", "overrides": args.overrides, "threads": args.threads,
               **environment()}
-    with (open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull),
-          contextlib.redirect_stdout(devnull)):
+    with silenced():
         report["result"] = r = bench(args.overrides, args.pairs, work)
     save_json(args.out, report)
     print("| max_queue | fit (median) |\n| --- | --- |")
