@@ -10,20 +10,17 @@ from __future__ import annotations
 
 import difflib
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from srn_lightning.errors import UserError
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the YAML: conf/config.yaml and its groups
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # the YAML, shipped in the package: conf/config.yaml and its groups
 MIN_LENGTH = 3  # two digits to add, then at least one of noise
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
@@ -101,30 +98,6 @@ class Config:
 
 
 ConfigStore.instance().store(name="schema", node=Config)
-
-MAX_DIR_NAME = 240  # bytes; file systems allow 255 in a name
-# What a sweep added to another (sweep_add=true) numbers its jobs from: set where the sweep starts,
-# inherited by the processes that run its jobs (joblib workers, submitit jobs).
-JOB_OFFSET_ENV = "SRN_SWEEP_FIRST_JOB"
-
-
-def job_dir_name(*, _root_) -> str:
-    """A sweep job's dir name, `<job number>_<its overrides>` (hydra.sweep.subdir in conf/), cut
-    to a length every file system takes: a name too long keeps its head and gets a hash of the
-    whole, so it stays readable and unique."""
-    import hashlib
-
-    job = _root_.hydra.job
-    name = f"{job.num + int(os.environ.get(JOB_OFFSET_ENV, '0'))}_{job.override_dirname}"
-    raw = name.encode()
-    if len(raw) <= MAX_DIR_NAME:
-        return name
-    digest = "_" + hashlib.sha256(raw).hexdigest()[:10]
-    return raw[: MAX_DIR_NAME - len(digest)].decode(errors="ignore") + digest
-
-
-OmegaConf.register_new_resolver("job_dir_name", job_dir_name, replace=True)
-
 
 def is_number(x) -> bool:
     """A finite int or float (not a bool)."""
@@ -223,7 +196,8 @@ def _get(cfg, key: str):
 
 
 def validate(cfg) -> None:
-    """Value checks the types cannot express. Raises ConfigError for the first bad key."""
+    """Value checks the types cannot express. Raises ConfigError for the first bad key. Looks only:
+    the dirs are preflight's."""
     for rule in RULES:
         value = _get(cfg, rule.key)
         if not rule.ok(value, cfg):
@@ -231,33 +205,10 @@ def validate(cfg) -> None:
     for key, why in RESERVED_TRAINER_KEYS.items():
         if key in cfg.trainer and not (key == "accumulate_grad_batches" and cfg.trainer[key] == 1):
             raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"left out: {why}")
-    files = [Path(cfg.data.dir) / str(cfg.length) / f"{s}.txt" for s in ("train", "dev", "test")]
-    if cfg.data.regenerate or not all(f.exists() for f in files):
-        check_writable_dir(cfg.data.dir, "data.dir")
 
 
-def check_trainer_keys(trainer_cfg) -> None:
-    """Keys added with `+trainer.x=...` must be Trainer arguments, and the accelerator one this
-    machine has (imports Lightning)."""
-    known = _trainer_arguments()
-    for key in trainer_cfg:
-        if key not in known:
-            raise ConfigError(f"trainer.{key}", trainer_cfg[key], f"a Trainer argument{_did_you_mean(key, known)}")
-    check_accelerator(trainer_cfg.get("accelerator", "auto"))
-
-
-def check_accelerator(accelerator) -> None:
-    """cpu, auto, or gpu/cuda where torch sees a CUDA GPU: the ones this project runs on."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if accelerator in ("cpu", "auto") or (accelerator in ("gpu", "cuda") and cuda):
-        return
-    raise ConfigError("trainer.accelerator", accelerator, "cpu, auto, or gpu (cuda) on a machine with a "
-                      f"CUDA GPU ({'this one has one' if cuda else 'this one has none'})")
-
-
-def _trainer_arguments() -> set[str]:
+def trainer_arguments() -> set[str]:
+    """The arguments of `lightning.pytorch.Trainer`: the keys `trainer` may hold (imports Lightning)."""
     import inspect
 
     from lightning.pytorch import Trainer
@@ -265,133 +216,20 @@ def _trainer_arguments() -> set[str]:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
-def _did_you_mean(key: str, known) -> str:
+def did_you_mean(key: str, known) -> str:
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def check_writable_dir(path, key: str) -> None:
-    """`path` is a directory that exists or can be created, and can be written to: tried for real
-    (root passes every permission check, a read-only or virtual file system does not)."""
-    p = Path(path).absolute()
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=p):
-            pass
-    except OSError as err:
-        raise ConfigError(key, path, f"a directory that can be created and written ({err.strerror})") from None
-
-
-def check_fresh_run_dir(run_dir, resume) -> None:
-    """A run never writes over another run's artifacts, except when it is that run, resumed."""
-    p = Path(run_dir)
-    if resume is None and any((p / name).exists() for name in ("metrics.json", "grad_norms.csv")):
-        raise ConfigError(
-            "hydra.run.dir", run_dir, f"a new directory: this one holds a run; continue it with resume={p}"
-        )
-
-
-def first_job_number(sweep_dir, add: bool) -> int:
-    """The number a sweep's first job gets in `sweep_dir`: 0 in a new dir; after the jobs already
-    there with `sweep_add=true` (so numbers stay unique in the report); a dir that holds jobs is
-    refused otherwise, as two sweeps' jobs would mix in one report unasked."""
-    from srn_lightning.report import UNNUMBERED, find_jobs
-
-    nums = [n for n, _ in find_jobs(sweep_dir)]
-    if nums and not add:
-        raise ConfigError("hydra.sweep.dir", sweep_dir, f"a new directory: this one holds the "
-                          f"{len(nums)} jobs of another sweep; add to them with sweep_add=true")
-    numbered = [n for n in nums if n != UNNUMBERED]
-    return max(numbered) + 1 if numbered else len(nums)
-
-
-class CheckConfig(Callback):
-    """Hydra callback: checks a run's config, and the output dir of a run or sweep, before Hydra
-    creates that dir. Hydra turns an exception in a callback into a warning and goes on, so a bad
-    config exits here, with its one line."""
-
-    def on_run_start(self, config, **kwargs) -> None:
-        from srn_lightning import locks
-
-        run_dir = config.hydra.run.dir
-        try:
-            validate(config)
-            locks.check_free(run_dir)  # a dir another process writes: its pid, before anything else
-            check_fresh_run_dir(run_dir, config.resume)
-            check_writable_dir(run_dir, "hydra.run.dir")
-            check_trainer_keys(config.trainer)  # it imports Lightning: after the quick checks
-            from srn_lightning.train import check_resume
-
-            check_resume(config, run_dir)  # the checkpoint fits the run: refused before Hydra writes the dir
-            locks.hold(run_dir)  # for the whole process: before Hydra writes the dir's first file
-        except UserError as err:
-            raise SystemExit(f"error: {err}") from None
-        except Exception as err:  # a check that broke must still stop the run, not be a warning
-            raise SystemExit(f"error: config check failed: {type(err).__name__}: {err}") from None
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        # each job's values are checked in the job: a bad one fails that job, not the sweep
-        from srn_lightning import locks
-
-        sweep_dir = config.hydra.sweep.dir
-        try:
-            check_writable_dir(sweep_dir, "hydra.sweep.dir")
-            locks.hold(sweep_dir)  # for the launching process's lifetime
-            os.environ[JOB_OFFSET_ENV] = str(first_job_number(sweep_dir, config.sweep_add))
-        except UserError as err:
-            raise SystemExit(f"error: {err}") from None
-
-
-# Config options whose plugin comes with an extra of the package, and the line that says so when
-# the plugin is not installed (Hydra then knows no config of that name).
-EXTRAS = {
-    ("hydra/sweeper", "optuna"): "hparams_search=optuna needs the optuna sweeper, in the search extra: "
-                                 "pip install -e '.[search]' (from the project's checkout)",
-}
-
-
-def explain(err: BaseException) -> str | None:
-    """One line for an error a user can fix from the command line; None for anything else."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
-
-    if isinstance(err, MissingConfigException) and err.options is not None:
-        group, _, name = (err.missing_cfg_file or "").rpartition("/")
-        if (group, name) in EXTRAS:
-            return EXTRAS[group, name]
-        allowed = ", ".join(sorted(err.options))
-        return f"{group}={name}: no such option; {group} must be one of {allowed}"
-    cause = err.__cause__
-    if isinstance(err, ConfigCompositionException) and isinstance(
-        cause, (ConfigKeyError, ConfigAttributeError)
-    ):
-        key = cause.full_key or str(cause.key)
-        from omegaconf import OmegaConf
-
-        if key.startswith("trainer."):
-            if key.removeprefix("trainer.") in _trainer_arguments():
-                return f"{key}: not in the config yet; add it with +{key}=..."
-            known = [f"trainer.{k}" for k in _trainer_arguments()]
-        else:
-            known = _flat_keys(OmegaConf.structured(Config))
-        return f"{key}: no such config key{_did_you_mean(key, known)}; keys are listed in the README"
-    if isinstance(err, ConfigCompositionException) and isinstance(cause, ValidationError):
-        key = cause.full_key
-        got = getattr(cause, "value", None)
-        allowed = ALLOWED.get(key) or str(cause).splitlines()[0]
-        return f"{key}={got}: not allowed; {key} must be {allowed}"
-    if isinstance(err, (OverrideParseException, ConfigCompositionException)):
-        return str(err).strip().splitlines()[0]
-    return None
-
-
-def _flat_keys(node, prefix: str = "") -> list[str]:
+def config_keys(node=None, prefix: str = "") -> list[str]:
+    """Every key of the schema, dotted (`clip.mode`), parents before their children."""
     from omegaconf import DictConfig
 
+    node = OmegaConf.structured(Config) if node is None else node
     keys = []
     for k in node:
         full = f"{prefix}{k}"
         keys.append(full)
         if isinstance(node[k], DictConfig):
-            keys.extend(_flat_keys(node[k], full + "."))
+            keys.extend(config_keys(node[k], full + "."))
     return keys

@@ -150,8 +150,12 @@ def read_metrics(run_dir) -> dict:
 
 # ---- grad_norms.csv ------------------------------------------------------------------------------
 
-def csv_text(rows: list[list]) -> str:
-    """Rows as CSV lines, as `csv.writer` writes them (floats in full)."""
+def csv_text(rows: list, columns: list[str] | None = None) -> str:
+    """Rows as CSV lines, as `csv.writer` writes them (floats in full): lists as they are; with
+    `columns`, a header line, then each row (a dict) as its values of those columns (blank where
+    it has none). The project's one CSV writer: the run's CSVs and the sweep report's."""
+    if columns is not None:
+        rows = [columns, *([row.get(c) for c in columns] for row in rows)]
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     return buf.getvalue()
