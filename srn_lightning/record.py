@@ -100,18 +100,14 @@ def grad_time_summary(columns: dict) -> dict:
 
 
 def finished_metrics(status: str, cfg, *, epochs: int, steps: int, dev_best, best_checkpoint,
-                     test_acc, columns: dict, fit_seconds: float, grad_time: dict | None = None,
-                     **extra) -> dict:
+                     test_acc, measured: dict, fit_seconds: float, **extra) -> dict:
     """The record of a run that reached its test: `completed` or `diverged` (with `diverged_step`).
-    `columns`: the grad-norm rows; `grad_time`: the grad-time rows, when they were measured. The
-    accuracies, norms and ratios are float32 values, written as such (`float32_number`)."""
-    measured = {"dev_best": dev_best, "test_acc": test_acc, **norm_summary(columns)}
-    measured = {k: float32_number(v) for k, v in measured.items()}
-    flow = {k: float32_number(v) for k, v in grad_time_summary(grad_time or {}).items()}
+    `measured`: the summary numbers of the run's measurements (`norm_summary`, `grad_time_summary`).
+    The accuracies, norms and ratios are float32 values, written as such (`float32_number`)."""
     return {"status": status, **extra, **config_summary(cfg), "epochs": epochs, "steps": steps,
-            "dev_best": measured.pop("dev_best"), "best_checkpoint": best_checkpoint,
-            "test_acc": measured.pop("test_acc"), **measured, "fit_seconds": round(fit_seconds, 3),
-            **flow}
+            "dev_best": float32_number(dev_best), "best_checkpoint": best_checkpoint,
+            "test_acc": float32_number(test_acc), **{k: float32_number(v) for k, v in measured.items()},
+            "fit_seconds": round(fit_seconds, 3)}
 
 
 def float32_number(x: float | None) -> float | None:

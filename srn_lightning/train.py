@@ -33,8 +33,7 @@ class Built(NamedTuple):
     trainer: Any
     module: Any
     datamodule: Any
-    monitor: Any  # GradNormMonitor
-    flow: Any  # GradFlowMonitor, None when grad_time is off
+    measured: list  # measurements.Measurement: the grad norms first, then the rest
     best: Any  # the ModelCheckpoint that keeps the best epoch on dev
 
 
@@ -72,13 +71,14 @@ def run(cfg: DictConfig, run_dir, callbacks=(), *, checked: bool = False) -> dic
 
 def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) -> dict:
     """After the fit: test the best checkpoint, draw, record."""
+    from srn_lightning import measurements
+
     try:
         phases.enter("test")
         best = evaluate_best(built)
         metrics = record.finished_metrics(
             cfg=cfg, **outcome, **best, epochs=epochs_done(built.trainer),
-            steps=built.trainer.global_step, columns=columns(built.monitor),
-            grad_time=built.flow and columns(built.flow),
+            steps=built.trainer.global_step, measured=measurements.summary(built.measured),
         )
         phases.enter("figures")
         draw(cfg, built, run_dir)
@@ -92,7 +92,7 @@ def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) 
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
         built.trainer.logger.finalize("success")
         record.write_metrics(run_dir, metrics)
-    for line in answer.lines(metrics, columns(built.monitor), run_dir):  # console and train.log
+    for line in answer.lines(metrics, built.measured[0].columns(), run_dir):  # console and train.log
         log.info(line)
     return metrics
 
@@ -113,8 +113,8 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from srn_lightning import clipping
-    from srn_lightning.callbacks import RunConfig, add_chart
+    from srn_lightning import clipping, measurements
+    from srn_lightning.callbacks import RunConfig
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import module_from_config
 
@@ -130,7 +130,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     # Every epoch's end, for resume. (save_last=True above would not do: Lightning 2.6 writes
     # last.ckpt only when it also writes a best one, so it would hold the best epoch, not the last.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
-    monitor, flow, measure = measurements(cfg, module, run_dir)
+    measured = measurements.for_run(cfg, module)
     trainer = Trainer(
         **cfg.trainer,
         default_root_dir=run_dir,
@@ -139,28 +139,12 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         # of 10 costs 0.08 s of a 2 s fit (benchmarks/README.md)
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False,
                                  max_queue=1000),
-        callbacks=[best, last, *measure, RunConfig(run_config(cfg)), *callbacks],
+        callbacks=[best, last, *(cb for m in measured for cb in m.callbacks(run_dir)),
+                   RunConfig(run_config(cfg)), *callbacks],
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
-    add_chart(trainer, "grad norms (W, U, b)",
-              {f"{when}-clip": [f"grad_norm_{when}/{n}" for n in monitor.names] for when in ("pre", "post")})
-    return Built(trainer, module, datamodule, monitor, flow, best)
-
-
-def measurements(cfg: DictConfig, module, run_dir: Path) -> tuple:
-    """The per-step measurements and what acts on them: (grad-norm monitor, grad-flow monitor or
-    None, their callbacks in the order they must run)."""
-    from srn_lightning.callbacks import GradFlowMonitor, GradNormMonitor, RowWriter, StopOnNonFinite
-
-    monitor = GradNormMonitor(module.tracked_parameters())
-    tags = {"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}"
-                                     for when in ("pre", "post") for n in [*monitor.names, "total"]}
-    callbacks = [monitor, StopOnNonFinite(monitor), RowWriter(monitor, run_dir / record.CSV_NAME, tags)]
-    flow = GradFlowMonitor(module.model.rnn_model, cfg.length) if cfg.grad_time else None
-    if flow:
-        callbacks += [flow, RowWriter(flow, run_dir / record.GRAD_TIME_CSV,
-                                      {"sigma_max_U": "grad_flow/sigma_max_U"})]
-    return monitor, flow, callbacks
+    measurements.add_charts(trainer, measured)
+    return Built(trainer, module, datamodule, measured, best)
 
 
 def fit(built: Built, ckpt_path) -> dict:
@@ -195,27 +179,13 @@ def evaluate_best(built: Built) -> dict:
             "test_acc": test["test/acc"]}
 
 
-def columns(monitor) -> dict[str, list]:
-    """A monitor's rows as {column: values}."""
-    return record.columns(monitor.rows(), monitor.columns)
-
-
 def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
-    """The figures from the monitors' rows, as PNG and PDF, and as images in TensorBoard: the
-    book's grad-norm figure, and the gradient's flow through time."""
-    from srn_lightning import plots
-    from srn_lightning.callbacks import log_image
+    """The measurements' figures, as PNG and PDF, and as images in TensorBoard."""
+    from srn_lightning import measurements
 
     clip = cfg.clip.mode if cfg.clip.val is None else f"{cfg.clip.mode} {cfg.clip.val}"
     title = f"{cfg.model.cell}, clip={clip}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}"
-    step = built.trainer.global_step
-    pixels = plots.plot_grad_norms(columns(built.monitor), run_dir / record.FIGURE_STEM,
-                                   cfg.plot_steps, title=title)
-    log_image(built.trainer, "grad_norms", pixels, step)
-    if built.flow and len(built.flow.table()):
-        pixels = plots.plot_grad_time(columns(built.flow), columns(built.monitor),
-                                      run_dir / record.GRAD_TIME_STEM, title=title)
-        log_image(built.trainer, "grad_time", pixels, step)
+    measurements.draw(built.trainer, built.measured, run_dir, title)
 
 
 def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
@@ -231,8 +201,7 @@ def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
         cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
     if trainer is not None:
         try:
-            if built.monitor.rows():
-                draw(cfg, built, run_dir)
+            draw(cfg, built, run_dir)  # what was measured
             trainer.logger.finalize("failed")  # as Lightning does on an interrupt
         except Exception:  # the record says what happened; a figure that fails does not change it
             log.exception("interrupted run: figure or TensorBoard files not written")

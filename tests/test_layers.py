@@ -14,7 +14,7 @@ def test_every_import_points_down_the_layers(monkeypatch):
 
 
 @pytest.mark.parametrize("importer,imported", [
-    ("srn_lightning.train", "srn_lightning.plots"),  # inside train.draw
+    ("srn_lightning.train", "srn_lightning.measurements"),  # inside train.finish
     ("srn_lightning.resume", "srn_lightning.module"),  # inside resume.check_resume
 ])
 def test_the_graph_the_contract_is_checked_on_holds_the_imports_inside_functions(importer, imported):
