@@ -1,22 +1,25 @@
-"""The config's schema and its rules: the dataclasses give every key its type, RULES says what each
-checked key allows. A bad value stops the run before any work, with one line that names the key and
-what is allowed, and that line comes from the same rule as the check.
+"""The config's schema: every key declared once, with its type, its default, its rule and its role
+(`key`). What the run's record, the sweep report, HParams and resume know of the keys is derived from
+here (`RUN_KEYS`, `RESUMABLE`, `record_type`), and so are the rules (`RULES`). A bad value stops the
+run before any work, with one line that names the key and what is allowed, and that line comes from
+the same rule as the check.
 
-A new key is: a field here (and a rule if its type does not say all), a line in conf/, a row in the
-README's config table.
+A new key is a field here, the code that uses it, and a row in the README's config table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import MISSING
 
 from srn_lightning.errors import UserError
 
@@ -48,57 +51,6 @@ class OptimizerName(StrEnum):
     adam = "adam"
 
 
-@dataclass
-class ClipConfig:
-    mode: ClipMode = ClipMode.none
-    val: Optional[float] = None
-
-
-@dataclass
-class ModelConfig:
-    cell: Cell = Cell.srn
-    input_size: int = 32
-    hidden_size: int = 32
-
-
-@dataclass
-class OptimizerConfig:
-    name: OptimizerName = OptimizerName.sgd
-
-
-@dataclass
-class DataConfig:
-    dir: str = "data"
-    regenerate: bool = False
-    num_workers: int = 0
-
-
-@dataclass
-class Config:
-    """Types of every key; conf/config.yaml holds the values. Hydra rejects a key that is not here
-    and a value of the wrong type when it composes the config."""
-
-    clip: ClipConfig = field(default_factory=ClipConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)  # any lightning.pytorch.Trainer argument
-    length: int = 20
-    lr: float = 0.2
-    seed: int = 0
-    reduction: Reduction = Reduction.sum
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    grad_time: bool = True  # dL/dh_t at every position and sigma_max(U), every step
-    plot_steps: int = 40  # the clip presets set it: the book shows 40 steps without clipping, 100 with
-    resume: Optional[str] = None
-    threads: Optional[int] = None
-    sweep_add: bool = False  # a multirun into a sweep dir that holds jobs: add to it, numbered after them
-    verbose: bool = False
-
-
-ConfigStore.instance().store(name="schema", node=Config)
-
 def is_number(x) -> bool:
     """A finite int or float (not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -124,6 +76,130 @@ def _choices(enum) -> str:
     return " or ".join(enum) if len(enum) == 2 else ", ".join(enum)
 
 
+class Role(StrEnum):
+    """What a key is to a run."""
+
+    run = "run"  # what the run is: in metrics.json, the sweep report and HParams; a resume keeps it
+    resumable = "resumable"  # how the run is carried out, and a resume may change it
+    operate = "operate"  # how the run is carried out, kept for its whole life (resumes too)
+
+
+def key(default=MISSING, *, role: Role, ok: Callable[[Any, Any], bool] | None = None, allowed: str = "",
+        name: str | None = None, factory=None):
+    """A key of the schema: its default (MISSING: the config group's option sets it), its role, its
+    rule (`ok(value, whole config)`, with the words `allowed` that the one-line error says), and
+    its name in the run's record (the key's last part unless given)."""
+    metadata = {"role": role, "ok": ok, "allowed": allowed, "name": name}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+BOOL = {"ok": lambda v, c: isinstance(v, bool), "allowed": "true or false"}
+AT_LEAST_1 = {"ok": lambda v, c: _int(v) and v >= 1, "allowed": "an integer >= 1"}
+
+
+@dataclass
+class ClipConfig:  # set by the clip preset, conf/clip/
+    mode: ClipMode = key(role=Role.run, name="clip_mode", ok=lambda v, c: v in list(ClipMode),
+                         allowed=_choices(ClipMode))
+    val: Optional[float] = key(
+        role=Role.run, name="clip_val",
+        ok=lambda v, c: v is None if c.clip.mode == ClipMode.none else is_number(v) and v > 0,
+        allowed="a finite number > 0 with clip=norm, value or norm_each, null with clip=none")
+
+
+@dataclass
+class ModelConfig:
+    cell: Cell = key(role=Role.run, ok=lambda v, c: v in list(Cell), allowed=_choices(Cell))  # conf/model/
+    input_size: int = key(32, role=Role.run, **AT_LEAST_1)  # embedding size of a digit
+    hidden_size: int = key(32, role=Role.run, **AT_LEAST_1)
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = key(role=Role.run, name="optimizer", ok=lambda v, c: v in list(OptimizerName),
+                              allowed=_choices(OptimizerName))  # conf/optimizer/
+
+
+@dataclass
+class DataConfig:
+    dir: str = key("data", role=Role.resumable)  # relative to where the run is launched
+    regenerate: bool = key(False, role=Role.operate)  # true: rewrite the files from the generator
+    num_workers: int = key(0, role=Role.resumable, ok=lambda v, c: _int(v) and v >= 0,
+                           allowed="an integer >= 0")
+
+
+@dataclass
+class Config:
+    """Every key of the config, declared once: its type, its default, its rule and its role. The
+    YAML in conf/ chooses the group options and holds the presets; Hydra rejects a key that is not
+    here and a value of the wrong type when it composes the config, `validate` the rest."""
+
+    clip: ClipConfig = key(role=Role.run, factory=ClipConfig)
+    trainer: dict[str, Any] = key(role=Role.operate, factory=dict)  # any Trainer argument: conf/trainer/
+    length: int = key(20, role=Role.run, ok=lambda v, c: _int(v) and v >= MIN_LENGTH,
+                      allowed=f"an integer >= {MIN_LENGTH} (two digits to add, then noise)")
+    lr: float = key(0.2, role=Role.run, ok=lambda v, c: is_number(v) and v > 0, allowed="a finite number > 0")
+    seed: int = key(0, role=Role.run, ok=lambda v, c: _int(v) and 0 <= v <= MAX_SEED,
+                    allowed=f"an integer in 0..{MAX_SEED}")
+    reduction: Reduction = key(Reduction.sum, role=Role.run, ok=lambda v, c: v in list(Reduction),
+                               allowed=_choices(Reduction))
+    weight_decay: float = key(0.0, role=Role.run, ok=lambda v, c: is_number(v) and v >= 0,
+                              allowed="a finite number >= 0")
+    batch_size: int = key(64, role=Role.run, **AT_LEAST_1)
+    model: ModelConfig = key(role=Role.run, factory=ModelConfig)
+    optimizer: OptimizerConfig = key(role=Role.run, factory=OptimizerConfig)
+    data: DataConfig = key(role=Role.operate, factory=DataConfig)
+    grad_time: bool = key(True, role=Role.operate, **BOOL)  # dL/dh_t at every position, sigma_max(U)
+    plot_steps: int = key(role=Role.resumable, **AT_LEAST_1)  # set by the clip preset (the book: 40, 100)
+    resume: Optional[str] = key(None, role=Role.operate)
+    threads: Optional[int] = key(None, role=Role.operate, ok=lambda v, c: v is None or (_int(v) and v >= 1),
+                                 allowed="an integer >= 1 (null: chosen for the launcher)")
+    sweep_add: bool = key(False, role=Role.operate, **BOOL)  # add a multirun's jobs to a sweep dir's
+    verbose: bool = key(False, role=Role.resumable, **BOOL)
+
+
+ConfigStore.instance().store(name="schema", node=Config)
+
+
+class Key(NamedTuple):
+    path: str  # dotted, as typed on the command line
+    name: str  # in the run's record
+    type: Any
+    role: Role
+    ok: Callable[[Any, Any], bool] | None
+    allowed: str
+
+
+def _keys(cls, prefix: str = "") -> list[Key]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out += _keys(kind, f"{prefix}{f.name}.")
+        else:
+            meta = f.metadata
+            out.append(Key(prefix + f.name, meta["name"] or f.name, kind, meta["role"], meta["ok"],
+                           meta["allowed"]))
+    return out
+
+
+KEYS = _keys(Config)  # every leaf key, in the schema's order
+RUN_KEYS = {k.name: k.path for k in KEYS if k.role == Role.run}  # name in the record -> path
+# what a resume may change: the resumable keys, and how long the Trainer goes on and shows it
+RESUMABLE = {*(k.path for k in KEYS if k.role == Role.resumable), "trainer.max_epochs",
+             "trainer.enable_progress_bar"}
+
+
+def record_type(name: str) -> type:
+    """The plain type a run key's value has in the record: int, float or str (None aside)."""
+    kind = next(k.type for k in KEYS if k.name == name)
+    kind = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # Optional[X] -> X
+    return str if isinstance(kind, type) and issubclass(kind, str) else kind
+
+
 class Rule(NamedTuple):
     key: str  # dotted, as typed on the command line
     ok: Callable[[Any, Any], bool]  # (value, whole config) -> allowed?
@@ -131,29 +207,10 @@ class Rule(NamedTuple):
 
 
 RULES = [
-    Rule("length", lambda v, c: _int(v) and v >= MIN_LENGTH,
-         f"an integer >= {MIN_LENGTH} (two digits to add, then noise)"),
-    Rule("lr", lambda v, c: is_number(v) and v > 0, "a finite number > 0"),
-    Rule("seed", lambda v, c: _int(v) and 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}"),
-    Rule("reduction", lambda v, c: v in list(Reduction), _choices(Reduction)),
-    Rule("weight_decay", lambda v, c: is_number(v) and v >= 0, "a finite number >= 0"),
-    Rule("batch_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("model.cell", lambda v, c: v in list(Cell), _choices(Cell)),
-    Rule("optimizer.name", lambda v, c: v in list(OptimizerName), _choices(OptimizerName)),
-    Rule("grad_time", lambda v, c: isinstance(v, bool), "true or false"),
-    Rule("verbose", lambda v, c: isinstance(v, bool), "true or false"),
-    Rule("sweep_add", lambda v, c: isinstance(v, bool), "true or false"),
-    Rule("model.input_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("model.hidden_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("clip.mode", lambda v, c: v in list(ClipMode), _choices(ClipMode)),
-    Rule("clip.val", lambda v, c: v is None if c.clip.mode == ClipMode.none else is_number(v) and v > 0,
-         "a finite number > 0 with clip=norm, value or norm_each, null with clip=none"),
-    Rule("plot_steps", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("data.num_workers", lambda v, c: _int(v) and v >= 0, "an integer >= 0"),
+    *(Rule(k.path, k.ok, k.allowed) for k in KEYS if k.ok is not None),
+    # Trainer arguments, which have no field of their own: those the run's record depends on
     Rule("trainer.max_epochs", lambda v, c: "max_epochs" not in c.trainer or (_int(v) and v >= 1),
          "an integer >= 1"),
-    Rule("threads", lambda v, c: v is None or (_int(v) and v >= 1),
-         "an integer >= 1 (null: chosen for the launcher)"),
     # The grad-norm record is per process: more than one device or node would need a record that
     # gathers them, which the project does not have.
     Rule("trainer.devices", lambda v, c: v == 1 or v == "1" or (_is_list(v) and len(v) == 1),
@@ -221,15 +278,7 @@ def did_you_mean(key: str, known) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def config_keys(node=None, prefix: str = "") -> list[str]:
-    """Every key of the schema, dotted (`clip.mode`), parents before their children."""
-    from omegaconf import DictConfig
-
-    node = OmegaConf.structured(Config) if node is None else node
-    keys = []
-    for k in node:
-        full = f"{prefix}{k}"
-        keys.append(full)
-        if isinstance(node[k], DictConfig):
-            keys.extend(config_keys(node[k], full + "."))
-    return keys
+def config_keys() -> list[str]:
+    """Every key of the schema, dotted (`clip.mode`), parents (`clip`) before their children."""
+    paths = [".".join(k.path.split(".")[: i + 1]) for k in KEYS for i in range(k.path.count(".") + 1)]
+    return list(dict.fromkeys(paths))

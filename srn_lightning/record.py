@@ -19,6 +19,7 @@ import json
 import math
 from pathlib import Path
 
+from srn_lightning.config import RUN_KEYS
 from srn_lightning.files import write_atomic
 
 METRICS_NAME = "metrics.json"
@@ -29,12 +30,7 @@ GRAD_TIME_STEM = "grad_time"
 
 TRACKED = ("W", "U", "b", "total")  # the parameters' names, and "total": all gradients together
 COLUMNS = ["step", "epoch", "loss", *(f"{n}_pre" for n in TRACKED), *(f"{n}_post" for n in TRACKED)]
-CONFIG_PATHS = {  # the config keys a run is known by: name in the record -> path in the config
-    "clip_mode": "clip.mode", "clip_val": "clip.val", "length": "length", "lr": "lr", "seed": "seed",
-    "reduction": "reduction", "weight_decay": "weight_decay", "batch_size": "batch_size",
-    "hidden_size": "model.hidden_size", "cell": "model.cell", "optimizer": "optimizer.name",
-}
-CONFIG_KEYS = list(CONFIG_PATHS)
+CONFIG_KEYS = list(RUN_KEYS)  # the config keys a run is known by (the schema's run keys)
 NORM_KEYS = [f"{n}_pre_{which}" for which in ("max", "last") for n in TRACKED]
 STATUSES = ("completed", "diverged", "interrupted", "failed")
 HPARAM_METRICS = ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
@@ -47,7 +43,7 @@ def config_summary(cfg) -> dict:
     None for a key the config does not have (a job's config from an older version)."""
     from omegaconf import OmegaConf
 
-    values = {k: OmegaConf.select(cfg, path, default=None) for k, path in CONFIG_PATHS.items()}
+    values = {k: OmegaConf.select(cfg, path, default=None) for k, path in RUN_KEYS.items()}
     # the config's choices are str enums: plain str here, so every reader sees the same types
     return {k: str(v) if isinstance(v, str) else v for k, v in values.items()}
 
@@ -59,7 +55,6 @@ def hparams(cfg) -> dict:
     return {
         **config_summary(cfg),
         "clip_val": float(cfg.clip.val or 0.0),
-        "input_size": cfg.model.input_size,
         "max_epochs": cfg.trainer.max_epochs,
     }
 

@@ -16,7 +16,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from srn_lightning import record
-from srn_lightning.config import is_number
+from srn_lightning.config import is_number, record_type
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,10 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
 
 
 UNREADABLE = "unreadable"
-NUMBERS = ["clip_val", "lr", "weight_decay", "dev_best", "test_acc", *record.NORM_KEYS, "fit_seconds"]
-INTEGERS = ["length", "seed", "batch_size", "hidden_size", "epochs", "steps", "diverged_step"]
+NUMBERS = [*(k for k in record.CONFIG_KEYS if record_type(k) is float), "dev_best", "test_acc",
+           *record.NORM_KEYS, "fit_seconds"]
+INTEGERS = [*(k for k in record.CONFIG_KEYS if record_type(k) is int), "epochs", "steps", "diverged_step"]
+TEXTS = [*(k for k in record.CONFIG_KEYS if record_type(k) is str), "error", "best_checkpoint"]
 
 
 def check_metrics(metrics: dict) -> dict:
@@ -103,7 +105,7 @@ def check_metrics(metrics: dict) -> dict:
         ok = v is None or (is_number(v) if key in NUMBERS else isinstance(v, int) and not isinstance(v, bool))
         if not ok:
             raise ValueError(f"{key} is {v!r}, not a {'number' if key in NUMBERS else 'whole number'}")
-    for key in ("clip_mode", "reduction", "error", "best_checkpoint"):
+    for key in TEXTS:
         if metrics.get(key) is not None and not isinstance(metrics[key], str):
             raise ValueError(f"{key} is {metrics[key]!r}, not text")
     return metrics

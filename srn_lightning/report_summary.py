@@ -13,7 +13,7 @@ from srn_lightning.report_jobs import UNNUMBERED, override_key, read_norms
 JOB_COLUMNS = ["job", "dir", "overrides", "status", *record.CONFIG_KEYS, "epochs", "steps", "dev_best",
                "test_acc", *record.NORM_KEYS, "fit_seconds", "diverged_step", "error"]
 AGGREGATED = ["test_acc", "dev_best", "W_pre_max", "total_pre_max"]
-SETTING_KEYS = ["cell", "optimizer", "clip_mode", "clip_val", "length", "lr", "weight_decay"]
+SETTING_KEYS = [k for k in record.CONFIG_KEYS if k != "seed"]  # what a setting is: all but the seed
 AGGREGATE_COLUMNS = ["setting", *SETTING_KEYS, "jobs", "seeds", "status",
                      *[f"{m}_{s}" for m in AGGREGATED for s in ("mean", "std", "n")]]
 CLIP_ORDER = ["none", "norm", "value", "norm_each"]

@@ -11,13 +11,9 @@ import re
 from pathlib import Path
 
 from srn_lightning import record
-from srn_lightning.config import CONFIG_DIR, config_keys, trainer_arguments
+from srn_lightning.config import CONFIG_DIR, RESUMABLE, config_keys, trainer_arguments
 from srn_lightning.errors import UserError
 
-# What a resumed run may change: how long it goes on, and where it reads data and how it shows
-# progress. Anything else would make the rest of the run a different experiment from its start.
-RESUMABLE_OVERRIDES = {"trainer.max_epochs", "trainer.enable_progress_bar", "data.dir",
-                       "data.num_workers", "plot_steps", "verbose"}
 MONITOR_STATE = "GradNormMonitor"  # the callbacks' state keys in a checkpoint
 RUN_CONFIG_STATE = "RunConfig"
 
@@ -98,8 +94,9 @@ def resume_checkpoint(resume) -> str | None:
 
 
 def run_config(cfg) -> dict:
-    """What a checkpoint must have been trained with to be resumed by this run."""
-    return {**record.config_summary(cfg), "input_size": cfg.model.input_size}
+    """What a checkpoint must have been trained with to be resumed by this run: the keys the run is
+    known by."""
+    return record.config_summary(cfg)
 
 
 def check_resume(cfg, run_dir) -> None:
@@ -215,10 +212,10 @@ def resume_argv(argv: list[str]) -> list[str]:
     given = [a for a in argv if not a.startswith("resume=")]
     for override in (a for a in given if not a.startswith("-")):  # flags such as -m pass through
         key = override.lstrip("+~").split("=", 1)[0]
-        if key not in RESUMABLE_OVERRIDES and not key.startswith("hydra."):
+        if key not in RESUMABLE and not key.startswith("hydra."):
             raise ResumeError(
                 f"{key}: cannot change on resume (the checkpoint was trained with the run's own "
-                f"config); allowed with resume=: {', '.join(sorted(RESUMABLE_OVERRIDES))}"
+                f"config); allowed with resume=: {', '.join(sorted(RESUMABLE))}"
             )
     # a run dir without a checkpoint: resume= names the dir, and the run starts over in it
     return [*saved, *given, f"resume={quote(ckpt or run_dir)}", f"hydra.run.dir={quote(run_dir)}"]
