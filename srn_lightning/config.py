@@ -235,6 +235,7 @@ RESERVED_TRAINER_KEYS = {
     "default_root_dir": "the run dir is hydra.run.dir",
     "enable_checkpointing": "checkpoints are kept for the best-on-dev test and resume",
     "accumulate_grad_batches": "the grad norms are recorded per optimizer step, one batch each",
+    "plugins": "the run's checkpoint IO is the project's (a resumed checkpoint is read once)",
 }
 
 

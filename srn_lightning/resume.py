@@ -67,8 +67,7 @@ def load_checkpoint(ckpt: Path, target) -> dict:
     process: the checks that read it share what was read (as long as the file is unchanged)."""
     import torch
 
-    stat = os.stat(ckpt)
-    key = (os.path.realpath(ckpt), stat.st_mtime_ns, stat.st_size)
+    key = _file_key(ckpt)
     if key in _loaded:
         return _loaded[key]
     try:
@@ -85,6 +84,22 @@ def load_checkpoint(ckpt: Path, target) -> dict:
 
 
 _loaded: dict[tuple, dict] = {}
+
+
+def _file_key(path) -> tuple:
+    """A file as it is now: where it is, when it was last written, its size."""
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_mtime_ns, stat.st_size
+
+
+def take_checked(path) -> dict | None:
+    """The contents of checkpoint `path` as the checks read them, handed over once: to the fit that
+    resumes from it, so the file is read once per process. None where the checks did not read it,
+    or it has changed since."""
+    try:
+        return _loaded.pop(_file_key(path), None)
+    except OSError:
+        return None
 
 
 def resume_checkpoint(resume) -> str | None:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from srn_lightning import answer, console, interrupts, locks, preflight, record
 from srn_lightning.config import ALLOWED, CONFIG_DIR, config_keys, did_you_mean, trainer_arguments
 from srn_lightning.errors import UserError
-from srn_lightning.resume import resume_argv, resume_checkpoint, run_config
+from srn_lightning.resume import resume_argv, resume_checkpoint, run_config, take_checked
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from srn_lightning import clipping, measurements
-    from srn_lightning.callbacks import RunConfig
+    from srn_lightning.callbacks import CheckedCheckpointIO, RunConfig
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import module_from_config
 
@@ -141,6 +141,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
                                  max_queue=1000),
         callbacks=[best, last, *(cb for m in measured for cb in m.callbacks(run_dir)),
                    RunConfig(run_config(cfg)), *callbacks],
+        plugins=[CheckedCheckpointIO(take_checked)],  # a resumed checkpoint: read once, by the checks
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
     measurements.add_charts(trainer, measured)

@@ -77,3 +77,18 @@ def test_a_checkpoint_is_read_once_for_every_check(launch_dir, monkeypatch):
     torch.save({"state_dict": {"x": torch.zeros(1)}, "loops": {},
                 "callbacks": {resume.MONITOR_STATE: {"rows": []}}}, ckpt)  # the file changed: read anew
     assert "x" in resume.load_checkpoint(ckpt, ckpt)["state_dict"] and len(loads) == 2
+
+
+def test_a_resumed_run_reads_its_checkpoint_once(make_cfg, tmp_path, monkeypatch):
+    """The checks read the checkpoint; the fit that resumes from it takes what they read."""
+    from srn_lightning.train import run
+
+    quick = ("+trainer.limit_train_batches=2", "grad_time=false")
+    run(make_cfg("trainer.max_epochs=1", *quick), tmp_path)
+    loads = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or load(*a, **k))
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    metrics = run(make_cfg("trainer.max_epochs=2", *quick, f"resume={ckpt}"), tmp_path)
+    assert metrics["epochs"] == 2 and metrics["steps"] == 4
+    assert len(loads) == 2  # last.ckpt once, for the checks and the fit; the best one for the test
