@@ -25,6 +25,10 @@ from srn_lightning.errors import UserError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the YAML: conf/config.yaml and its groups
 MIN_LENGTH = 3  # two digits to add, then at least one of noise
+# The book's files hold 500 lines of `length` digits (2 bytes each): 100 MB at this bound, and a step
+# keeps several [batch, length, hidden] tensors for backward (gigabytes at batch 64): beyond it, a
+# typo (an extra zero or three) would fill the memory before it failed.
+MAX_LENGTH = 100_000
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
 
@@ -158,8 +162,8 @@ class Rule(NamedTuple):
 
 
 RULES = [
-    Rule("length", lambda v, c: _int(v) and v >= MIN_LENGTH,
-         f"an integer >= {MIN_LENGTH} (two digits to add, then noise)"),
+    Rule("length", lambda v, c: _int(v) and MIN_LENGTH <= v <= MAX_LENGTH,
+         f"an integer in {MIN_LENGTH}..{MAX_LENGTH} (two digits to add, then noise)"),
     Rule("lr", lambda v, c: is_number(v) and v > 0, "a finite number > 0"),
     Rule("seed", lambda v, c: _int(v) and 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}"),
     Rule("reduction", lambda v, c: v in list(Reduction), _choices(Reduction)),

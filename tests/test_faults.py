@@ -100,6 +100,22 @@ def test_a_bad_data_file_names_file_and_line(tmp_path, spoil, message):
     assert path.read_text() == text  # reported, not rewritten
 
 
+@pytest.mark.parametrize("where", ["line", "token", "label"])
+def test_a_bad_line_of_megabytes_is_quoted_by_its_start(tmp_path, where):
+    data.ensure_files(tmp_path, 20)
+    path = tmp_path / "20" / "dev.txt"
+    huge = "7" * 1_000_000
+    bad = {"line": huge + "\n", "token": f"1 2 {huge}\t3\n", "label": "1 " * 19 + f"1\t{huge}\n"}[where]
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[0], bad, *lines[2:]]))
+    with pytest.raises(data.DataFileError) as err:
+        data.read_split(path, 20)
+    line = str(err.value)
+    assert line.startswith(f"{path}:2: ") and "\n" not in line
+    assert len(line) < len(str(path)) + 150  # the start of what is wrong, and its size
+    assert "'" + "7" * data.QUOTE_CHARS + "'... (" in line
+
+
 def test_a_data_file_that_is_a_directory_is_reported(tmp_path):
     (tmp_path / "20" / "dev.txt").mkdir(parents=True)
     with pytest.raises(data.DataFileError, match=r"dev.txt: a directory, not a data file"):
