@@ -30,6 +30,9 @@ MIN_LENGTH = 3  # two digits to add, then at least one of noise
 # typo (an extra zero or three) would fill the memory before it failed.
 MAX_LENGTH = 100_000
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+# Widths of the embedding and the hidden state: an LSTM's U at this bound is 4096 x 16384 floats
+# (256 MB, twice that with its gradient); beyond it, a typo would try to allocate tens of GB.
+MAX_WIDTH = 4096
 
 
 class ClipMode(StrEnum):
@@ -174,8 +177,8 @@ RULES = [
     Rule("grad_time", lambda v, c: isinstance(v, bool), "true or false"),
     Rule("verbose", lambda v, c: isinstance(v, bool), "true or false"),
     Rule("sweep_add", lambda v, c: isinstance(v, bool), "true or false"),
-    Rule("model.input_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("model.hidden_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
+    Rule("model.input_size", lambda v, c: _int(v) and 1 <= v <= MAX_WIDTH, f"an integer in 1..{MAX_WIDTH}"),
+    Rule("model.hidden_size", lambda v, c: _int(v) and 1 <= v <= MAX_WIDTH, f"an integer in 1..{MAX_WIDTH}"),
     Rule("clip.mode", lambda v, c: v in list(ClipMode), _choices(ClipMode)),
     Rule("clip.val", lambda v, c: v is None if c.clip.mode == ClipMode.none else is_number(v) and v > 0,
          "a finite number > 0 with clip=norm, value or norm_each, null with clip=none"),
@@ -187,8 +190,11 @@ RULES = [
          "an integer >= 1 (null: chosen for the launcher)"),
     # The grad-norm record is per process: more than one device or node would need a record that
     # gathers them, which the project does not have.
-    Rule("trainer.devices", lambda v, c: v == 1 or v == "1" or (_is_list(v) and len(v) == 1),
-         "1 or a list of one device: the grad-norm record is per process"),
+    Rule("trainer.devices", lambda v, c: v == 1 or v == "1" or (
+        _is_list(v) and len(v) == 1 and c.trainer.get("accelerator") in ("gpu", "cuda")),
+         "1, or a list of one GPU with trainer.accelerator=gpu: the grad-norm record is per process"),
+    Rule("trainer.check_val_every_n_epoch",
+         lambda v, c: "check_val_every_n_epoch" not in c.trainer or (_int(v) and v >= 1), "an integer >= 1"),
     Rule("trainer.num_nodes", lambda v, c: "num_nodes" not in c.trainer or v == 1,
          "1: the grad-norm record is per process"),
     Rule("trainer.max_steps", lambda v, c: "max_steps" not in c.trainer or (_int(v) and (v == -1 or v >= 1)),
@@ -209,6 +215,9 @@ RESERVED_TRAINER_KEYS = {
     "default_root_dir": "the run dir is hydra.run.dir",
     "enable_checkpointing": "checkpoints are kept for the best-on-dev test and resume",
     "accumulate_grad_batches": "the grad norms are recorded per optimizer step, one batch each",
+    "barebones": "it turns off the logger and checkpoints the run's record is made of",
+    "fast_dev_run": "it writes no checkpoints and no TensorBoard events; for a quick try, "
+                    "trainer.max_epochs=1 (and +trainer.limit_train_batches=1)",
 }
 
 
@@ -235,19 +244,83 @@ def validate(cfg) -> None:
     for key, why in RESERVED_TRAINER_KEYS.items():
         if key in cfg.trainer and not (key == "accumulate_grad_batches" and cfg.trainer[key] == 1):
             raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"left out: {why}")
+    check_batches(cfg)
     files = [Path(cfg.data.dir) / str(cfg.length) / f"{s}.txt" for s in ("train", "dev", "test")]
     if cfg.data.regenerate or not all(f.exists() for f in files):
         check_writable_dir(cfg.data.dir, "data.dir")
 
 
+def check_batches(cfg) -> None:
+    """Every split gets at least one batch under its `limit_*_batches`, and `max_steps` reaches the
+    end of the first epoch, where the dev accuracy the best checkpoint is chosen by is measured."""
+    from srn_lightning.data import batches
+
+    split_of = {"train": "train", "val": "dev", "test": "test"}
+    for stage, split in split_of.items():
+        key = f"limit_{stage}_batches"
+        if key in cfg.trainer and batches(split, cfg.batch_size, cfg.trainer[key]) < 1:
+            raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"a share that leaves at least one batch of "
+                              f"the {batches(split, cfg.batch_size)} of {split} at batch_size={cfg.batch_size}")
+    per_epoch = batches("train", cfg.batch_size, cfg.trainer.get("limit_train_batches", 1.0))
+    steps = cfg.trainer.get("max_steps", -1)
+    if steps != -1 and steps < per_epoch:
+        raise ConfigError("trainer.max_steps", steps, f"-1 or at least the {per_epoch} steps of one epoch "
+                          "(the dev accuracy is measured at an epoch's end)")
+
+
 def check_trainer_keys(trainer_cfg) -> None:
-    """Keys added with `+trainer.x=...` must be Trainer arguments, and the accelerator one this
-    machine has (imports Lightning)."""
+    """Keys added with `+trainer.x=...` must be Trainer arguments, the accelerator one this machine
+    has, and the whole set one Lightning accepts (imports Lightning)."""
     known = _trainer_arguments()
     for key in trainer_cfg:
         if key not in known:
             raise ConfigError(f"trainer.{key}", trainer_cfg[key], f"a Trainer argument{_did_you_mean(key, known)}")
     check_accelerator(trainer_cfg.get("accelerator", "auto"))
+    try_trainer(trainer_cfg)
+
+
+def try_trainer(trainer_cfg) -> None:
+    """Builds a Trainer from the run's arguments (without the run's logger, callbacks and dirs, which
+    the project sets): what Lightning refuses (a precision, a plugin, a strategy it does not know) is
+    refused here, in one line that names the argument, before anything is created. A Trainer that is
+    only built writes nothing; its INFO lines (hardware found) and warnings are held back: the run's
+    own Trainer gives them."""
+    import logging
+    import warnings
+
+    from omegaconf import OmegaConf
+
+    kwargs = trainer_cfg if isinstance(trainer_cfg, dict) else OmegaConf.to_container(trainer_cfg)
+    chatty = logging.getLogger("lightning.pytorch")
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reason = _refusal(kwargs)
+            # the argument to blame: the first one that Lightning refuses on its own
+            blamed = [(k, why) for k in kwargs if reason and (why := _refusal({k: kwargs[k]}))]
+    finally:
+        chatty.setLevel(level)
+    if reason is None:
+        return
+    if not blamed:
+        raise UserError(f"trainer: Lightning refuses this set of Trainer arguments together: {reason}")
+    key, why = blamed[0]
+    raise ConfigError(f"trainer.{key}", kwargs[key], f"one Lightning accepts ({why})")
+
+
+def _refusal(kwargs: dict) -> str | None:
+    """Lightning's first line against a Trainer built from `kwargs`, shortened; None if it builds."""
+    from lightning.pytorch import Trainer
+
+    try:
+        Trainer(**{**kwargs, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                   "enable_model_summary": False})
+    except Exception as err:  # Lightning's own words: MisconfigurationException, ValueError, TypeError
+        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return line if len(line) <= 160 else line[:157] + "..."
+    return None
 
 
 def check_accelerator(accelerator) -> None:

@@ -29,6 +29,13 @@ COPIES = {"train": 3, "dev": 1, "test": 1}  # noisy copies of each of the 100 ba
 NUM_CLASSES = 19  # labels 0..18
 
 
+def batches(split: str, batch_size: int, limit=1.0) -> int:
+    """The batches an epoch of `split` has at `batch_size`, under a Trainer `limit_<split>_batches`
+    (a count, or a share of them rounded down, as Lightning takes it)."""
+    n = -(-100 * COPIES[split] // batch_size)  # 100 base pairs, each k times; the last batch partial
+    return min(n, limit) if isinstance(limit, int) and not isinstance(limit, bool) else int(n * limit)
+
+
 class DataFileError(UserError, ValueError):
     """A data file that cannot be trusted; the message names the file (and line)."""
 

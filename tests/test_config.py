@@ -99,3 +99,50 @@ def test_an_added_key_must_be_a_trainer_argument():
     with pytest.raises(config.ConfigError, match=r"^trainer.max_epoch=3: not allowed; trainer.max_epoch "
                                                  r"must be a Trainer argument \(did you mean max_epochs\?\)"):
         config.check_trainer_keys(cfg.trainer)
+
+
+@pytest.mark.parametrize("override,line", [
+    ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0: not allowed; "
+                                           "trainer.check_val_every_n_epoch must be an integer >= 1"),
+    ("trainer.devices=[0]", "trainer.devices=[0]: not allowed; trainer.devices must be 1, or a list of one "
+                            "GPU with trainer.accelerator=gpu"),
+    ("+trainer.barebones=true", "trainer.barebones=True: not allowed; trainer.barebones must be left out"),
+    ("+trainer.fast_dev_run=true", "trainer.fast_dev_run=True: not allowed; trainer.fast_dev_run must be "
+                                   "left out: it writes no checkpoints and no TensorBoard events"),
+    ("model.hidden_size=100000", "model.hidden_size=100000: not allowed; model.hidden_size must be an "
+                                 "integer in 1..4096"),
+    # 100 dev examples at batch 64 are 2 batches: a share of 0.0001 leaves none (Lightning: int(2 * 0.0001))
+    ("+trainer.limit_val_batches=0.0001", "trainer.limit_val_batches=0.0001: not allowed; "
+     "trainer.limit_val_batches must be a share that leaves at least one batch of the 2 of dev"),
+    ("+trainer.limit_test_batches=0.4", "must be a share that leaves at least one batch of the 2 of test"),
+    # 300 training examples at batch 64 are 5 steps an epoch; at batch 100, 3
+    ("+trainer.max_steps=4", "trainer.max_steps=4: not allowed; trainer.max_steps must be -1 or at least the "
+                             "5 steps of one epoch"),
+    ("batch_size=100 +trainer.max_steps=2", "at least the 3 steps of one epoch"),
+])
+def test_settings_that_would_end_in_a_traceback_or_no_dev_accuracy_are_refused(override, line):
+    cfg = compose_cfg(*override.split())
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(cfg)
+        config.check_trainer_keys(cfg.trainer)
+    assert line in str(err.value)
+
+
+@pytest.mark.parametrize("override,line", [
+    ("+trainer.precision=bogus", "trainer.precision=bogus: not allowed; trainer.precision must be one "
+                                 "Lightning accepts (Precision 'bogus' is invalid."),
+    ("+trainer.plugins=bogus", "trainer.plugins=bogus: not allowed; trainer.plugins must be one Lightning "
+                               "accepts (Found invalid type for plugin"),
+])
+def test_trainer_arguments_lightning_refuses_are_one_line_naming_the_argument(override, line):
+    with pytest.raises(config.ConfigError) as err:
+        config.check_trainer_keys(compose_cfg(override).trainer)
+    assert str(err.value).startswith(line) and "\n" not in str(err.value)
+
+
+def test_settings_at_the_bounds_are_allowed():
+    for override in ("model.hidden_size=4096", "+trainer.max_steps=5", "+trainer.limit_val_batches=0.5",
+                     "+trainer.limit_train_batches=1", "+trainer.max_steps=1 +trainer.limit_train_batches=1"):
+        cfg = compose_cfg(*override.split())
+        config.validate(cfg)
+        config.check_trainer_keys(cfg.trainer)
