@@ -392,6 +392,9 @@ class CheckConfig(Callback):
 
         run_dir = config.hydra.run.dir
         try:
+            if config.hydra.output_subdir != ".hydra":
+                raise ConfigError("hydra.output_subdir", config.hydra.output_subdir, ".hydra (left as it is): "
+                                  "a run keeps its config there, and resume= reads it")
             validate(config)
             locks.check_free(run_dir)  # a dir another process writes: its pid, before anything else
             check_fresh_run_dir(run_dir, config.resume)
@@ -412,6 +415,10 @@ class CheckConfig(Callback):
 
         sweep_dir = config.hydra.sweep.dir
         try:
+            n_jobs = config.hydra.launcher.get("n_jobs", 1)
+            if not (_int(n_jobs) and n_jobs != 0):
+                raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a non-zero integer (negative: that many "
+                                  "fewer than the cores plus one, as joblib counts)")
             check_writable_dir(sweep_dir, "hydra.sweep.dir")
             locks.hold(sweep_dir)  # for the launching process's lifetime
             os.environ[JOB_OFFSET_ENV] = str(first_job_number(sweep_dir, config.sweep_add))
@@ -457,6 +464,12 @@ def explain(err: BaseException) -> str | None:
         got = getattr(cause, "value", None)
         allowed = ALLOWED.get(key) or str(cause).splitlines()[0]
         return f"{key}={got}: not allowed; {key} must be {allowed}"
+    if isinstance(err, OverrideParseException) and "=" in (err.override or ""):
+        key, _, value = err.override.partition("=")
+        why = " ".join(str(err).strip().splitlines()[-2:-1] or [""]).strip(" ^") if "Error parsing" in str(err) else ""
+        quoted = "'" + key + '="' + value.replace('"', '\\"') + '"' + "'"
+        return (f"{err.override}: Hydra's override grammar cannot read this value"
+                + (f" ({why})" if why else "") + f"; quote it for Hydra and the shell: {quoted}")
     if isinstance(err, (OverrideParseException, ConfigCompositionException)):
         return str(err).strip().splitlines()[0]
     return None

@@ -62,7 +62,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
             built = build(cfg, run_dir, callbacks)
             ckpt = resume_checkpoint(cfg.resume)
             if ckpt is not None:
-                check_checkpoint(ckpt, built.module, run_config(cfg), run_dir)  # when called directly too
+                check_checkpoint(ckpt, built.module, run_config(cfg), run_dir, cfg)  # when called directly too
             phases.enter("data")
             built.datamodule.prepare_data()
             phases.enter("fit")
@@ -194,7 +194,7 @@ def check_resume(cfg: DictConfig, run_dir) -> None:
     nothing to check for a fresh run, or for a run dir that starts over."""
     ckpt = resume_checkpoint(cfg.resume)
     if ckpt is not None:
-        check_checkpoint(ckpt, make_module(cfg), run_config(cfg), run_dir)
+        check_checkpoint(ckpt, make_module(cfg), run_config(cfg), run_dir, cfg)
 
 
 def fit(built: Built, ckpt_path) -> dict:

@@ -55,7 +55,8 @@ def test_resume_replays_the_run_s_own_overrides_in_its_own_dir(tmp_path):
     run_dir = interrupted_run_dir(tmp_path, "- clip=norm\n- length=10\n")
     argv = resume_argv([f"resume={run_dir}", "trainer.max_epochs=9"])
     assert argv == ["clip=norm", "length=10", "trainer.max_epochs=9",
-                    f"resume='{run_dir / 'checkpoints' / 'last.ckpt'}'", f"hydra.run.dir='{run_dir}'"]
+                    f"resume='{run_dir / 'checkpoints' / 'last.ckpt'}'", f"hydra.run.dir='{run_dir}'",
+                    "hydra.mode=RUN"]
     with pytest.raises(ResumeError, match="lr: cannot change on resume"):
         resume_argv([f"resume={run_dir}", "lr=0.1"])
 
@@ -146,3 +147,43 @@ def test_settings_at_the_bounds_are_allowed():
         cfg = compose_cfg(*override.split())
         config.validate(cfg)
         config.check_trainer_keys(cfg.trainer)
+
+
+@pytest.mark.parametrize("override,line", [
+    ("hydra.run.dir=RUN_é", "hydra.run.dir=RUN_é: Hydra's override grammar cannot read this value; quote it "
+                            "for Hydra and the shell: 'hydra.run.dir=\"RUN_é\"'"),
+    ("x=foo)", "x=foo): Hydra's override grammar cannot read this value (extraneous input ')' expecting "
+               "<EOF>); quote it for Hydra and the shell: 'x=\"foo)\"'"),
+])
+def test_a_value_hydra_cannot_parse_gets_a_line_that_says_how_to_quote_it(override, line):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with pytest.raises(Exception) as err:
+        OverridesParser.create().parse_overrides([override])
+    assert config.explain(err.value) == line
+    quoted = line.rsplit(": ", 1)[1][1:-1]  # the advice, as the shell passes it on: it parses
+    assert OverridesParser.create().parse_overrides([quoted])[0].value() == override.split("=", 1)[1]
+
+
+@pytest.mark.parametrize("n_jobs", [0, 1.5, "two"])
+def test_a_launcher_n_jobs_of_no_meaning_is_refused_before_the_sweep_dir_exists(tmp_path, n_jobs):
+    cfg = compose_cfg()
+    OmegaConf.update(cfg, "hydra", {"sweep": {"dir": str(tmp_path / "sweep")}, "launcher": {"n_jobs": n_jobs}},
+                     force_add=True)
+    with pytest.raises(SystemExit) as stop:
+        config.CheckConfig().on_multirun_start(cfg)
+    assert str(stop.value) == (f"error: hydra.launcher.n_jobs={n_jobs}: not allowed; hydra.launcher.n_jobs must "
+                               "be a non-zero integer (negative: that many fewer than the cores plus one, as "
+                               "joblib counts)")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("subdir", [None, "cfg"])
+def test_a_run_without_its_config_in_dot_hydra_is_refused_as_it_could_not_be_resumed(tmp_path, subdir):
+    cfg = compose_cfg()
+    OmegaConf.update(cfg, "hydra", {"run": {"dir": str(tmp_path / "run")}, "output_subdir": subdir}, force_add=True)
+    with pytest.raises(SystemExit) as stop:
+        config.CheckConfig().on_run_start(cfg)
+    assert str(stop.value).startswith(f"error: hydra.output_subdir={subdir}: not allowed; hydra.output_subdir "
+                                      "must be .hydra (left as it is)")
+    assert not (tmp_path / "run").exists()

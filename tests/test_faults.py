@@ -281,7 +281,8 @@ def test_resume_errors_are_one_line_and_touch_nothing(workdir, tmp_path, make_cf
     # a checkpoint that would run code when unpickled: weights_only refuses it
     unsafe = run_dir / "checkpoints" / "unsafe.ckpt"
     torch.save({"state_dict": {}, "loops": {}, "payload": Path("x")}, unsafe)
-    cases.append((unsafe, "is not a readable checkpoint"))
+    cases.append((unsafe, "holds objects other than tensors and plain data, unsafe to load (it could run "
+                          "code); refused"))
     before = snapshot(tmp_path)
     for target, message in cases:
         proc = call([f"resume={target}"], workdir)
