@@ -34,7 +34,6 @@ import statistics
 import time
 from pathlib import Path
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
@@ -94,12 +93,9 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     costs the others their report."""
     row = {"job": num, "dir": str(job_dir.relative_to(sweep_dir)), "overrides": "", "_overrides": []}
     try:
-        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
-        if not isinstance(overrides, (list, type(None))):
-            raise ValueError("not a YAML list")
-    except (OSError, ValueError, yaml.YAMLError) as err:  # UnicodeDecodeError is a ValueError
+        overrides = record.read_overrides(job_dir)
+    except (OSError, ValueError) as err:
         return {**row, "status": UNREADABLE, "error": f"unreadable .hydra/overrides.yaml: {_first_line(err)}"}
-    overrides = [str(o) for o in overrides or []]
     row.update(overrides=" ".join(overrides), _overrides=overrides)
     try:
         metrics = check_metrics(record.read_metrics(job_dir))
@@ -116,6 +112,11 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     for key in FLOAT32_KEYS:  # as written since metrics.json holds them so; older records too
         if is_number(row.get(key)):
             row[key] = record.float32_number(row[key])
+    try:  # the W curve of the figure: a job whose CSV is not one a run writes is unreadable
+        row["_curve"] = read_norms(job_dir)
+    except (OSError, ValueError) as err:
+        return {**row, "status": UNREADABLE, "error": f"unreadable {record.CSV_NAME}: {_first_line(err)}",
+                "_curve": ([], [])}
     return row
 
 
@@ -150,12 +151,9 @@ FLOAT32_KEYS = ("dev_best", "test_acc", *record.NORM_KEYS)
 def read_norms(job_dir: Path, column: str = "W_pre") -> tuple[list, list]:
     """(steps, norms) from a job's grad_norms.csv, as far as it is written; a non-finite norm (a
     diverged run) becomes NaN, a gap in the curve. W by default: the recurrent weight whose gradient
-    explodes, then vanishes (the total stays up with the output layer's)."""
-    try:
-        cols = record.read_grad_norms(job_dir / record.CSV_NAME, partial=True)
-    except (OSError, ValueError) as err:  # not a CSV this project wrote: no curve for the job
-        log.warning("%s: no grad-norm curve (%s)", job_dir / record.CSV_NAME, _first_line(err))
-        return [], []
+    explodes, then vanishes (the total stays up with the output layer's). Raises ValueError for a
+    CSV that is not one a run writes."""
+    cols = record.read_grad_norms(job_dir / record.CSV_NAME, partial=True)
     return cols["step"], [v if math.isfinite(v) else math.nan for v in cols[column]]
 
 
@@ -232,7 +230,7 @@ def figure_data(rows: list[dict], sweep_dir: Path) -> dict:
     lengths = sorted({r["length"] for r in known})
     panels: dict = {}
     for r in known:
-        steps, norms = read_norms(sweep_dir / r["dir"])
+        steps, norms = r.get("_curve", ([], []))
         if steps:
             curve = (label(r, keys, leave_out), steps, norms)
             panels.setdefault((f"length={r['length']}", titles[r["clip_mode"]]), []).append(curve)
@@ -339,6 +337,8 @@ def write_report(sweep_dir, force: bool = True) -> list[Path]:
     """(Re)build the report of `sweep_dir` from its job dirs; returns its files. Unless `force`,
     a report whose job table is already current is left as it is (drawing is the slow part)."""
     sweep_dir = Path(sweep_dir)
+    if not find_jobs(sweep_dir):  # before the lock: a dir that is not a sweep gets no file
+        raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
     with _locked(sweep_dir):
         return _build(sweep_dir, force)[0]
 
@@ -482,7 +482,10 @@ def main(argv=None) -> None:
     try:
         paths = write_report(args.sweep_dir)
     except FileNotFoundError as err:
-        parser.error(str(err))
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except OSError as err:  # a dir it cannot write: one line
+        parser.exit(1, f"{parser.prog}: error: {args.sweep_dir}: the report cannot be written "
+                       f"({err.strerror or err}: {err.filename or ''})\n")
     print(paths[2].read_text())
     print("written: " + ", ".join(str(p) for p in paths if p.exists()))
 

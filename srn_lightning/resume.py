@@ -307,39 +307,11 @@ def resume_argv(argv: list[str]) -> list[str]:
 
 
 def read_overrides(run_dir: Path) -> list:
-    """The run's saved overrides: a YAML list of at most MAX_OVERRIDES strings, read from at most
-    MAX_OVERRIDES_BYTES, or ResumeError (a crafted file can neither hang nor fill the memory)."""
-    import yaml
+    """The run's saved overrides (record.read_overrides: bounded, plain), or ResumeError."""
+    from srn_lightning import record
 
     path = run_dir / ".hydra" / "overrides.yaml"
-    with path.open("rb") as f:
-        raw = f.read(MAX_OVERRIDES_BYTES + 1)
-    if len(raw) > MAX_OVERRIDES_BYTES:
-        raise ResumeError(f"{path}: larger than {MAX_OVERRIDES_BYTES // 1024} KiB; a run's overrides "
-                          "are a few lines")
     try:
-        saved = yaml.load(raw.decode(), Loader=_plain_loader()) or []
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ResumeError(f"{path}: not a YAML list of overrides ({str(err).splitlines()[0]})") from None
-    if not isinstance(saved, list) or len(saved) > MAX_OVERRIDES:
-        raise ResumeError(f"{path}: not a YAML list of at most {MAX_OVERRIDES} overrides")
-    return saved
-
-
-MAX_OVERRIDES_BYTES = 64 * 1024
-MAX_OVERRIDES = 256
-
-
-def _plain_loader():
-    import yaml
-
-    class PlainLoader(yaml.SafeLoader):
-        """safe_load without aliases: an override list never needs one, and a few hundred bytes of
-        nested aliases expand to gigabytes."""
-
-        def compose_node(self, parent, index):
-            if self.check_event(yaml.AliasEvent):
-                raise yaml.YAMLError("aliases are not allowed in a run's overrides")
-            return super().compose_node(parent, index)
-
-    return PlainLoader
+        return record.read_overrides(run_dir)
+    except (OSError, ValueError) as err:
+        raise ResumeError(f"{path}: {err}") from None

@@ -149,7 +149,7 @@ def test_a_crafted_callback_in_overrides_yaml_creates_no_file(run_dir, tmp_path)
 
 def test_an_overrides_file_that_is_not_yaml_is_one_line(run_dir):
     (run_dir / ".hydra" / "overrides.yaml").write_bytes(b"\xff\xfe- lr=1\n")
-    with pytest.raises(ResumeError, match="not a YAML list of overrides"):
+    with pytest.raises(ResumeError, match="overrides.yaml: UnicodeDecodeError"):
         resume_argv([f"resume={run_dir}"])
 
 
@@ -158,6 +158,7 @@ def test_an_overrides_file_that_is_not_yaml_is_one_line(run_dir):
     ("- &a [x, x]\n- &b [*a, *a]\n- &c [*b, *b]\n", "aliases are not allowed"),  # a YAML alias bomb's head
     ("- lr=0.1\n" * 300, "not a YAML list of at most 256 overrides"),
     ("- lr=0.1\n" * 10_000, "larger than 64 KiB"),
+    ("[" * 20_000 + "]" * 20_000, "nested too deep"),
 ])
 def test_resume_replays_plain_bounded_overrides_only(run_dir, content, message):
     (run_dir / ".hydra" / "overrides.yaml").write_text(content)
