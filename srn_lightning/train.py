@@ -359,6 +359,9 @@ def record_failure(cfg: DictConfig, run_dir: Path, err: Exception) -> str:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes (0 if none)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from srn_lightning import console
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -371,7 +374,11 @@ def main(cfg: DictConfig) -> float:
             stop_interrupted(cfg, None, run_dir, stop)
         except Exception as err:
             reason = record_failure(cfg, run_dir, err)
-            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
+            single = hydra_cfg.mode != RunMode.MULTIRUN and isinstance(err, UserError)
+            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason,
+                      extra={console.CONSOLE: not single})  # a single run's console gets one line
+            if single:  # past Hydra's own "Error executing job" line: the user's error, once
+                raise SystemExit(f"error: {err}") from None
             raise  # in a sweep Hydra runs the other jobs, then exits non-zero
         finally:
             locks.release(run_dir)

@@ -152,6 +152,9 @@ def test_a_bad_data_file_through_the_cli(workdir, tmp_path):
     proc = call([f"data.dir={tmp_path}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run", *QUIET], workdir)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {path}:1: label")
+    assert "Error executing job" not in proc.stderr  # the error once: no second line from Hydra
+    assert (proc.stdout + proc.stderr).count(f"{path}:1: label") == 1
+    assert f"{path}:1: label" in (tmp_path / "run" / "train.log").read_text()  # the log has it too
     assert path.read_text() == spoiled
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
