@@ -31,9 +31,12 @@ def lines(metrics: dict, columns: dict, run_dir) -> list[str]:
                    + ("" if step is None else f" at step {step}")
                    + f", last {_num(metrics.get(f'{name}_pre_last'))}")
     where = shown(run_dir)
-    out += [f"run dir: {where}",
-            f"figure: {shown(run_dir / (record.FIGURE_STEM + '.png'))}",
-            f"dashboards: tensorboard --logdir {shlex.quote(str(where))}"]
+    figure = run_dir / (record.FIGURE_STEM + ".png")
+    out.append(f"run dir: {where}")
+    if figure.is_file():  # an answer names only what the run wrote
+        out.append(f"figure: {shown(figure)}")
+    if (run_dir / "tb").is_dir():
+        out.append(f"dashboards: tensorboard --logdir {shlex.quote(str(where))}")
     return out
 
 

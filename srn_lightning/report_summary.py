@@ -8,7 +8,7 @@ from pathlib import Path
 
 from srn_lightning import record
 from srn_lightning.config import is_number
-from srn_lightning.report_jobs import UNNUMBERED, override_key, read_norms
+from srn_lightning.report_jobs import UNNUMBERED, override_key
 
 JOB_COLUMNS = ["job", "dir", "overrides", "status", *record.CONFIG_KEYS, "epochs", "steps", "dev_best",
                "test_acc", *record.NORM_KEYS, "fit_seconds", "diverged_step", "error"]
@@ -70,7 +70,7 @@ def _digits(x: float | None, significant: int = 15) -> float | None:
     return None if x is None else float(f"{x:.{significant}g}")
 
 
-def figure_data(rows: list[dict], sweep_dir: Path) -> dict:
+def figure_data(rows: list[dict]) -> dict:
     """What plots.plot_sweep draws: a panel per (length, clip), curves labelled by what else
     varies (the seeds of a setting share a label); accuracy series per clip (and whatever else
     varies but length and seed), one point per length."""
@@ -90,7 +90,7 @@ def figure_data(rows: list[dict], sweep_dir: Path) -> dict:
     lengths = sorted({r["length"] for r in known})
     panels: dict = {}
     for r in known:
-        steps, norms = read_norms(sweep_dir / r["dir"])
+        steps, norms = r.get("_curve", ([], []))
         if steps:
             curve = (label(r, keys, leave_out), steps, norms)
             panels.setdefault((f"length={r['length']}", titles[r["clip_mode"]]), []).append(curve)

@@ -243,7 +243,11 @@ def main(cfg: DictConfig) -> float:
             stop_interrupted(cfg, None, run_dir, stop)
         except Exception as err:
             reason = record_failure(cfg, run_dir, err)
-            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
+            single = not in_sweep and isinstance(err, UserError)
+            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason,
+                      extra={console.CONSOLE: not single})  # a single run's console gets one line
+            if single:  # past Hydra's own "Error executing job" line: the user's error, once
+                raise SystemExit(f"error: {err}") from None
             raise  # in a sweep Hydra runs the other jobs, then exits non-zero
         finally:
             locks.release(run_dir)
@@ -286,6 +290,12 @@ def explain(err: BaseException) -> str | None:
         got = getattr(cause, "value", None)
         allowed = ALLOWED.get(key) or str(cause).splitlines()[0]
         return f"{key}={got}: not allowed; {key} must be {allowed}"
+    if isinstance(err, OverrideParseException) and "=" in (err.override or ""):
+        key, _, value = err.override.partition("=")
+        why = " ".join(str(err).strip().splitlines()[-2:-1] or [""]).strip(" ^") if "Error parsing" in str(err) else ""
+        quoted = "'" + key + '="' + value.replace('"', '\\"') + '"' + "'"
+        return (f"{err.override}: Hydra's override grammar cannot read this value"
+                + (f" ({why})" if why else "") + f"; quote it for Hydra and the shell: {quoted}")
     if isinstance(err, (OverrideParseException, ConfigCompositionException)):
         return str(err).strip().splitlines()[0]
     return None
