@@ -106,10 +106,11 @@ def current_umask() -> int:
     return mask
 
 
-def shown(path) -> Path:
-    """`path` as a person reads it on the console: relative to where the command was launched when
-    it lies below it (shorter, and where the user typed outputs/ from), else as it is."""
+def shown(path, launched=None) -> Path:
+    """`path` as a person reads it on the console: relative to where the command was launched
+    (`launched`, by default the working dir) when it lies below it (shorter, and where the user typed
+    outputs/ from), else as it is."""
     try:
-        return Path(path).relative_to(os.getcwd())
+        return Path(path).relative_to(launched or os.getcwd())
     except ValueError:
         return Path(path)

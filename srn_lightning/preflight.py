@@ -14,6 +14,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
@@ -125,9 +126,10 @@ def check_accelerator(accelerator) -> None:
 def check_data_dir(cfg) -> None:
     """The data dir can take the book's files of the run's length, where they are still to be
     written (relative to where the run was launched, as the run reads them)."""
-    files = [Path(cfg.data.dir) / str(cfg.length) / f"{s}.txt" for s in ("train", "dev", "test")]
+    data_dir = Path(hydra.utils.to_absolute_path(cfg.data.dir))  # a job's working dir may be its own
+    files = [data_dir / str(cfg.length) / f"{s}.txt" for s in ("train", "dev", "test")]
     if cfg.data.regenerate or not all(f.exists() for f in files):
-        check_writable_dir(cfg.data.dir, "data.dir")
+        check_writable_dir(data_dir, "data.dir")
 
 
 def check_writable_dir(path, key: str) -> None:

@@ -92,9 +92,17 @@ def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) 
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
         built.trainer.logger.finalize("success")
         record.write_metrics(run_dir, metrics)
-    for line in answer.lines(metrics, built.measured[0].columns(), run_dir):  # console and train.log
+    for line in answer.lines(metrics, built.measured[0].columns(), run_dir, launch_dir()):  # console, train.log
         log.info(line)
     return metrics
+
+
+def launch_dir() -> str:
+    """Where the command was launched: the working dir, unless Hydra changed it for the job
+    (hydra.job.chdir=true), then the one it was launched from."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return hydra.utils.get_original_cwd() if HydraConfig.initialized() else os.getcwd()
 
 
 def epochs_done(trainer) -> int:

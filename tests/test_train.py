@@ -197,3 +197,15 @@ def test_a_run_ends_with_its_answer_and_keeps_lightnings_lines_in_its_log(tmp_pa
     proc = run_cli(["clip=norm", f"data.dir={data_dir}", "trainer.max_epochs=1", "verbose=true"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GPU available" in proc.stdout and "Tip:" in proc.stdout  # verbose: as Lightning prints them
+
+
+@pytest.mark.slow
+def test_a_run_that_hydra_moves_into_its_dir_reads_and_shows_paths_from_where_it_was_launched(tmp_path):
+    proc = run_cli(["hydra.job.chdir=true", "trainer.max_epochs=1", "hydra.run.dir=runs/r", "grad_time=false",
+                    "trainer.enable_progress_bar=false"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the data where the command was launched (data.dir is relative to it), none in the run dir
+    assert sorted(p.name for p in (tmp_path / "data" / "20").iterdir()) == ["dev.txt", "test.txt", "train.txt"]
+    assert not (tmp_path / "runs" / "r" / "data").exists()
+    lines = [ln.split(" - ", 1)[1] for ln in proc.stdout.rstrip("\n").splitlines()[-3:]]
+    assert lines == ["run dir: runs/r", "figure: runs/r/grad_norms.png", "dashboards: tensorboard --logdir runs/r"]
