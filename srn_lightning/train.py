@@ -149,7 +149,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     trainer = Trainer(
         **cfg.trainer,
         default_root_dir=run_dir,
-        # max_queue: room for an epoch's scalars (9 a step; the book's data has 5 steps an epoch,
+        # max_queue: room for an epoch's scalars (17 a step; the book's data has 5 steps an epoch,
         # 38 at batch size 8), so logging them does not wait for the writer's thread; the default
         # of 10 costs 0.08 s of a 2 s fit (benchmarks/README.md)
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False,
@@ -170,7 +170,13 @@ def measurements(cfg: DictConfig, module, run_dir: Path) -> tuple:
     monitor = GradNormMonitor(module.tracked_parameters())
     tags = {"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}"
                                      for when in ("pre", "post") for n in [*monitor.names, "total"]}
-    callbacks = [monitor, StopOnNonFinite(monitor), RowWriter(monitor, run_dir / record.CSV_NAME, tags)]
+    # the explosion as TensorBoard shows it by default: the pre-clip norms as log10 (the fall to 0)
+    # and as their peak so far (the one-step spike's height)
+    pre = {f"{n}_pre": n for n in [*monitor.names, "total"]}
+    writer = RowWriter(monitor, run_dir / record.CSV_NAME, tags,
+                       log10_tags={c: f"grad_norm_pre_log10/{n}" for c, n in pre.items()},
+                       peak_tags={c: f"grad_norm_pre_peak/{n}" for c, n in pre.items()})
+    callbacks = [monitor, StopOnNonFinite(monitor), writer]
     flow = GradFlowMonitor(module.model.rnn_model, cfg.length) if cfg.grad_time else None
     if flow:
         callbacks += [flow, RowWriter(flow, run_dir / record.GRAD_TIME_CSV,
