@@ -238,7 +238,7 @@ def _draw_accuracy(ax, accuracy: dict, x_key: str) -> None:
     seeds = sorted({p[3] for points in accuracy.values() for p in points})
     best: dict = {}  # x -> (mean, x, series) of the best point there
     count: dict = {}  # x -> points there
-    for k, (series, points) in enumerate(sorted(accuracy.items(), key=lambda kv: kv[0])):
+    for k, (series, points) in enumerate(accuracy.items()):  # in the panels' order: their colours
         xs, means = [p[0] for p in points], [p[1] for p in points]
         stds = [p[2] or 0.0 for p in points]  # one seed: no spread to draw
         line = "o-" if len(points) > 1 else "o"  # a series over x: accuracy against x
@@ -267,8 +267,12 @@ def _draw_accuracy(ax, accuracy: dict, x_key: str) -> None:
     ax.set_ylabel("test accuracy")
     over = (f"{seeds[0]} seed{'s' if seeds[0] != 1 else ''}" if len(seeds) == 1
             else f"{seeds[0]} to {seeds[-1]} seeds")
-    ax.set_title(f"test accuracy of {len(accuracy)} settings (each over {over}), the best starred"
-                 if many else f"test accuracy: mean and std over {over}", fontsize=9)
+    if many:
+        ax.set_title(f"test accuracy of {len(accuracy)} settings (each over {over}), the best starred",
+                     fontsize=9)
+    else:
+        ax.set_title("test accuracy (1 seed)" if seeds == [1] else
+                     f"test accuracy: mean and std over {over}", fontsize=9)
     if accuracy and not many:
         ax.legend(fontsize=8)
 

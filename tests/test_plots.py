@@ -143,3 +143,24 @@ def test_a_learning_rate_sweep_puts_lr_on_a_log_axis(tmp_path):
     assert list(line.get_ydata()) == pytest.approx(means)
     (left, right), (low, high) = acc.get_xlim(), acc.get_ylim()
     assert left < lrs[0] and lrs[-1] < right and low < means[0] < high
+
+
+def test_a_setting_has_one_colour_in_the_panels_and_in_the_accuracy_panel(tmp_path):
+    from matplotlib.colors import to_hex
+
+    num = 0
+    for model, acc in (("srn", 0.8), ("lstm", 0.5)):  # srn first: the order of the jobs
+        for length in (10, 20):
+            make_job(tmp_path, num, [f"model={model}", "clip=none", f"length={length}", "seed=0"],
+                     {"test_acc": acc})
+            num += 1
+    rows = [report.read_job(n, d, tmp_path) for n, d in report.find_jobs(tmp_path)]
+    fig = plots.sweep_figure(**report.figure_data(rows, tmp_path))
+    *panels, acc = fig.axes
+    in_panels = {line.get_label(): to_hex(line.get_color()) for ax in panels for line in ax.get_lines()
+                 if not line.get_label().startswith("_")}
+    in_accuracy = {bars.get_label(): to_hex(bars.lines[0].get_color()) for bars in acc.containers}
+    assert set(in_panels) == {"model=srn", "model=lstm"}
+    assert in_accuracy == in_panels
+    assert acc.get_title() == "test accuracy (1 seed)"
+    assert clashes(fig) == []
