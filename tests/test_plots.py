@@ -98,7 +98,6 @@ def sweep(tmp_path, clips, lengths, seeds, lr=None):
                         metrics["lr"] = value
                     make_job(tmp_path, num, overrides, metrics)
                     num += 1
-    report.write_report(tmp_path)
     rows = [report.read_job(n, d, tmp_path) for n, d in report.find_jobs(tmp_path)]
     return report.figure_data(rows, tmp_path)
 
