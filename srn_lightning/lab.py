@@ -128,7 +128,7 @@ def compose(overrides: list[str]):
         raise UserError(line) from None
 
 
-def preflight(cfg, run_dir: Path) -> None:
+def check(cfg, run_dir: Path) -> None:
     """The checks the command line makes before it creates anything (config.CheckConfig, in its
     order), then the run dir's lock, held by this process until `release`."""
     from srn_lightning import locks, train
@@ -167,7 +167,7 @@ def run(*overrides: str, run_dir=None, **keys) -> Run:
         args.append(f"hydra.run.dir={quote(Path(run_dir).absolute())}")
     cfg = compose(args)
     run_dir = Path(cfg.hydra.run.dir).absolute()
-    preflight(cfg, run_dir)
+    check(cfg, run_dir)
     try:
         with open_dict(cfg):
             cfg.hydra.runtime.output_dir = str(run_dir)
