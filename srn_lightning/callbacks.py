@@ -237,7 +237,9 @@ class RowWriter(Callback):
     smooths a line and scales its chart to the 5th-95th percentile of its points, so a one-step
     spike is off the chart and a fall to 0 is squashed under it): `log10_tags`, log10 of the value
     (floored at LOG10_FLOOR: a norm of exactly 0 reads -10), and `peak_tags`, the largest finite
-    value so far, which holds a one-step spike's height for every step after it.
+    value so far, which holds a one-step spike's height for every step after it. A peak is logged
+    at the steps where it rises and at the last step of every write (each epoch's end): the same
+    line for a fraction of the events (a scalar costs the training thread about 50 us).
 
     Args:
         monitor: the monitor whose rows to write.
@@ -274,17 +276,23 @@ class RowWriter(Callback):
             self._peak(row)
 
     def _peak(self, row: list) -> dict[str, float]:
-        for i, _ in self.peak_tags:
+        """The peaks that rise at `row`, by tag."""
+        rose = {}
+        for i, tag in self.peak_tags:
             if math.isfinite(row[i]) and row[i] > self._peaks.get(i, -math.inf):
-                self._peaks[i] = row[i]
-        return {tag: self._peaks[i] for i, tag in self.peak_tags if i in self._peaks}
+                self._peaks[i] = rose[tag] = row[i]
+        return rose
 
-    def scalars(self, row: list) -> dict[str, float]:
-        """What the loggers get for one row (peaks: after the rows before it)."""
+    def scalars(self, row: list, last: bool = False) -> dict[str, float]:
+        """What the loggers get for one row: its tags, its log10 tags, and the peaks that rise at it
+        (every peak so far at the `last` row of a write)."""
         out = {tag: row[i] for i, tag in self.tags}
         out |= {tag: max(math.log10(row[i]), LOG10_FLOOR) if row[i] > 0 else LOG10_FLOOR
                 for i, tag in self.log10_tags if not math.isnan(row[i])}
-        return out | self._peak(row)
+        rose = self._peak(row)
+        if last:
+            rose = {tag: self._peaks[i] for i, tag in self.peak_tags if i in self._peaks}
+        return out | rose
 
     def flush(self, trainer) -> None:
         rows = self.monitor.rows(self._written)
@@ -294,7 +302,7 @@ class RowWriter(Callback):
             f.write(csv_text(rows))
         self._written += len(rows)
         if self.tags or self.log10_tags or self.peak_tags:
-            scalars = [(self.scalars(row), row[0]) for row in rows]
+            scalars = [(self.scalars(row, last=n == len(rows) - 1), row[0]) for n, row in enumerate(rows)]
             for logger in trainer.loggers:
                 for values, step in scalars:
                     logger.log_metrics(values, step=step)
