@@ -116,7 +116,8 @@ def compose(overrides: list[str]):
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from srn_lightning.config import CONFIG_DIR, explain
+    from srn_lightning.config import CONFIG_DIR
+    from srn_lightning.train import explain
 
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -129,17 +130,12 @@ def compose(overrides: list[str]):
 
 
 def check(cfg, run_dir: Path) -> None:
-    """The checks the command line makes before it creates anything (config.CheckConfig, in its
-    order), then the run dir's lock, held by this process until `release`."""
-    from srn_lightning import locks, train
-    from srn_lightning.config import check_fresh_run_dir, check_trainer_keys, check_writable_dir, validate
+    """The checks the command line makes before it creates anything (preflight.CheckConfig's, in
+    its order), then the run dir's lock, held by this process until `release`."""
+    from srn_lightning import locks, preflight
 
-    validate(cfg)
-    locks.check_free(run_dir)
-    check_fresh_run_dir(run_dir, cfg.resume)
-    check_writable_dir(run_dir, "run_dir")
-    check_trainer_keys(cfg.trainer)
-    train.check_resume(cfg, run_dir)
+    preflight.check_run_dir(run_dir, cfg.resume)
+    preflight.check_job(cfg, run_dir)
     locks.hold(run_dir)
 
 
@@ -241,14 +237,15 @@ class _job_logging:
 
 
 def _job(cfg, hydra_cfg, run_dir: Path) -> None:
-    """What the command line's job does (train.main) between Hydra's set-up and its end."""
-    from srn_lightning import interrupts, train
+    """What the command line's job does (train.main) between Hydra's set-up and its end; its
+    checks ran in `check`."""
+    from srn_lightning import console, interrupts, train
 
     log = logging.getLogger(train.__name__)
     with interrupts.Phases():
         try:
-            train.setup_process(cfg, hydra_cfg)
-            train.run(cfg, run_dir)
+            console.setup_process(cfg, hydra_cfg)
+            train.run(cfg, run_dir, checked=True)
         except interrupts.Interrupted as stop:
             train.stop_interrupted(cfg, None, run_dir, stop)
         except Exception as err:
@@ -315,16 +312,17 @@ def load_sweep(sweep_dir) -> Sweep:
     """Every job of a sweep dir (dirs with .hydra/overrides.yaml, in job order) as Runs, with the
     report's tables as rows; nothing is written (`python -m srn_lightning.report` rebuilds the
     report)."""
-    from srn_lightning import report
+    from srn_lightning.report_jobs import find_jobs, read_job
+    from srn_lightning.report_summary import aggregate
 
     sweep_dir = Path(sweep_dir)
-    found = report.find_jobs(sweep_dir)
+    found = find_jobs(sweep_dir)
     if not found:
         raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
-    rows = [report.read_job(num, d, sweep_dir) for num, d in found]
+    rows = [read_job(num, d, sweep_dir) for num, d in found]
     figure = sweep_dir / "sweep.png"
     return Sweep(
         sweep_dir=sweep_dir, runs=[load_run(d) for _, d in found],
         jobs=[{k: v for k, v in row.items() if not k.startswith("_")} for row in rows],
-        by_setting=report.aggregate(rows), figure=figure if figure.is_file() else None,
+        by_setting=aggregate(rows), figure=figure if figure.is_file() else None,
     )

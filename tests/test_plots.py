@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from srn_lightning import plots, report
+from srn_lightning import plots, report_jobs, report_summary
 from tests.test_report import make_job
 
 
@@ -98,8 +98,8 @@ def sweep(tmp_path, clips, lengths, seeds, lr=None):
                         metrics["lr"] = value
                     make_job(tmp_path, num, overrides, metrics)
                     num += 1
-    rows = [report.read_job(n, d, tmp_path) for n, d in report.find_jobs(tmp_path)]
-    return report.figure_data(rows, tmp_path)
+    rows = [report_jobs.read_job(n, d, tmp_path) for n, d in report_jobs.find_jobs(tmp_path)]
+    return report_summary.figure_data(rows, tmp_path)
 
 
 @pytest.mark.parametrize("clips, lengths", [(["none", "norm"], [10, 20]),
@@ -153,8 +153,8 @@ def test_a_setting_has_one_colour_in_the_panels_and_in_the_accuracy_panel(tmp_pa
             make_job(tmp_path, num, [f"model={model}", "clip=none", f"length={length}", "seed=0"],
                      {"test_acc": acc})
             num += 1
-    rows = [report.read_job(n, d, tmp_path) for n, d in report.find_jobs(tmp_path)]
-    fig = plots.sweep_figure(**report.figure_data(rows, tmp_path))
+    rows = [report_jobs.read_job(n, d, tmp_path) for n, d in report_jobs.find_jobs(tmp_path)]
+    fig = plots.sweep_figure(**report_summary.figure_data(rows, tmp_path))
     *panels, acc = fig.axes
     in_panels = {line.get_label(): to_hex(line.get_color()) for ax in panels for line in ax.get_lines()
                  if not line.get_label().startswith("_")}
