@@ -14,7 +14,7 @@ sweep, as objects.
     lab.load("outputs/sweeps/2026-11-30/...")              # a sweep dir: a Sweep of its jobs
 
 `run` does what `python -m srn_lightning.train` does for one run, in this process: the same config
-(composed by Hydra from the project's conf/), the same checks before anything is created (a bad
+(composed by Hydra from srn_lightning/conf/), the same checks before anything is created (a bad
 value is a `UserError` whose message is the command line's one line), the same lock on the run dir,
 the same `.hydra/` files, `train.log`, console set-up and torch threads, and the same record of a
 failed or interrupted run. Its files are the command line's: a run's result is what it left on
@@ -145,7 +145,9 @@ def run(*overrides: str, run_dir=None, **keys) -> Run:
     are the command line's strings (`"clip=norm"`, `"+trainer.max_steps=10"`) or keywords
     (`clip="norm"`, `trainer__max_epochs=3`). `resume=RUN_DIR` goes on with an interrupted run in
     its own dir. Returns the Run it left; raises UserError (one line) for a bad config or run dir,
-    and re-raises what made a run fail after recording it in metrics.json.
+    and re-raises what made a run fail after recording it in metrics.json. Interrupted (the
+    notebook's stop button, Ctrl-C, SIGTERM), a run writes its record and raises SystemExit with
+    the line that says how to go on (`run(resume=RUN_DIR)` does too).
 
     Example::
 
@@ -158,7 +160,7 @@ def run(*overrides: str, run_dir=None, **keys) -> Run:
 
     args = resume_argv([*overrides, *as_overrides(keys)])  # resume=: the run's own config and dir
     if run_dir is not None:
-        if any(a.startswith("resume=") for a in args):
+        if any(a.startswith("resume=") and a != "resume=null" for a in args):
             raise UserError(f"run_dir={run_dir}: not allowed with resume=; a resumed run goes on in its own dir")
         args.append(f"hydra.run.dir={quote(Path(run_dir).absolute())}")
     cfg = compose(args)

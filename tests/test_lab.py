@@ -80,6 +80,12 @@ def test_a_bad_config_is_one_line_and_creates_nothing(tmp_path, data_dir, overri
     assert not run_dir.exists()
 
 
+def test_a_resumed_run_goes_on_in_its_own_dir(api_run, tmp_path):
+    with pytest.raises(UserError, match="not allowed with resume=; a resumed run goes on in its own dir"):
+        lab.run(f"resume={api_run.run_dir}", run_dir=tmp_path / "elsewhere")
+    assert not (tmp_path / "elsewhere").exists()
+
+
 def test_a_run_that_fails_is_recorded_as_failed(tmp_path, data_dir, monkeypatch):
     from srn_lightning import plots
 
