@@ -142,7 +142,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     trainer = Trainer(
         **cfg.trainer,
         default_root_dir=run_dir,
-        # max_queue: room for an epoch's scalars (9 a step; the book's data has 5 steps an epoch,
+        # max_queue: room for an epoch's scalars (up to 17 a step; the book's data has 5 steps an epoch,
         # 38 at batch size 8), so logging them does not wait for the writer's thread; the default
         # of 10 costs 0.08 s of a 2 s fit (benchmarks/README.md)
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False,

@@ -109,8 +109,8 @@ def test_a_search_s_many_settings_are_one_band_and_a_cloud_with_the_best_named(t
     labels = [f"lr={0.01 * (k + 1):g}" for k in range(n)]
     panels = {("length=20", "clip=norm"): [(lab, [0, 1], [1.0 + k, 2.0 + k]) for k, lab in enumerate(labels)]}
     means = [0.1 + 0.05 * ((7 * k) % n) for k in range(n)]  # the best is not the last one drawn
-    accuracy = {lab: [("length=20", m, None, 1)] for lab, m in zip(labels, means)}
-    fig = plots.plot_sweep(panels, ["length=20"], ["clip=norm"], accuracy, ["length=20"], tmp_path / "s")
+    accuracy = {lab: [(20, m, None, 1)] for lab, m in zip(labels, means)}
+    fig = plots.plot_sweep(panels, ["length=20"], ["clip=norm"], accuracy, "length", tmp_path / "s")
     top, bottom = fig.axes
     assert len(top.lines) == 1 and len(top.collections) == 1  # the median and its band, not n lines
     assert [t.get_text() for t in top.get_legend().get_texts()] == [f"median, 25-75% of {n} jobs"]
