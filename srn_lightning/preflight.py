@@ -20,7 +20,6 @@ from omegaconf import OmegaConf
 
 from srn_lightning import locks, report_jobs, resume
 from srn_lightning.config import ConfigError, did_you_mean, trainer_arguments, validate
-from srn_lightning.data import batches
 from srn_lightning.errors import UserError
 
 MAX_DIR_NAME = 240  # bytes; file systems allow 255 in a name
@@ -99,6 +98,8 @@ def _refusal(kwargs: dict) -> str | None:
 def check_batches(cfg) -> None:
     """Every split gets at least one batch under its `limit_*_batches`, and `max_steps` reaches the
     end of the first epoch, where the dev accuracy the best checkpoint is chosen by is measured."""
+    from srn_lightning.data import batches  # imports Lightning: not before a job's logging is set up
+
     split_of = {"train": "train", "val": "dev", "test": "test"}
     for stage, split in split_of.items():
         key = f"limit_{stage}_batches"
