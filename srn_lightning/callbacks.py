@@ -133,13 +133,15 @@ class GradFlowMonitor(RowMonitor):
     (for tanh, sigma_max(U) < 1 is sufficient for vanishing and > 1 necessary for explosion).
 
     The states come from the cell, which keeps them with their gradients retained when its
-    `keep_states` is set (this callback sets it for the fit). They are read in
+    `keep_states` is set (this callback sets it for the steps it measures). They are read in
     `on_before_optimizer_step`: after the step's backward pass, before clipping and the update.
     A row is `[step, epoch, sigma_max_U, h_1 ... h_T, (c_1 ... c_T)]`.
 
     Args:
         cell: the recurrent cell (``module.model.rnn_model``).
         length: T, the sequence length.
+        every: measure the steps whose number is a multiple of it (1: every step); the others
+            run without keeping the states.
 
     Example::
 
@@ -148,8 +150,8 @@ class GradFlowMonitor(RowMonitor):
         flow.table()[-1, 3:]  # g_1 .. g_T at the last step
     """
 
-    def __init__(self, cell: torch.nn.Module, length: int) -> None:
-        self.cell, self.length = cell, length
+    def __init__(self, cell: torch.nn.Module, length: int, every: int = 1) -> None:
+        self.cell, self.length, self.every = cell, length, every
         self.has_cell_state = cell.has_cell_state
         positions = range(1, length + 1)
         self.columns = ["step", "epoch", "sigma_max_U", *(f"h_{t}" for t in positions),
@@ -157,8 +159,8 @@ class GradFlowMonitor(RowMonitor):
         super().__init__()
         self._values: torch.Tensor | None = None
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.cell.keep_states = True
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.cell.keep_states = trainer.global_step % self.every == 0
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.cell.keep_states = False
@@ -167,6 +169,8 @@ class GradFlowMonitor(RowMonitor):
         self.cell.keep_states = False
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self.cell.keep_states:  # a step between the measured ones
+            return
         states = self.cell.states + self.cell.cell_states
         zero = torch.zeros((), device=self.cell.U.device)
         norms = [zero if s.grad is None else torch.linalg.vector_norm(s.grad) for s in states]
@@ -224,7 +228,8 @@ class StopOnNonFinite(Callback):
 
 class RowWriter(Callback):
     """Writes the rows of a `RowMonitor` to a CSV (header: the monitor's `columns`) and the columns
-    named in `tags` to every logger, under those tags, at each row's step. It writes at the end of
+    named in `tags` to every logger, under those tags, at each row's step whose number is a multiple
+    of `every` (a long run's loggers get every k-th step; the CSV gets every row). It writes at the end of
     every epoch, whenever a checkpoint is saved (so the CSV reaches as far as every checkpoint), and
     when training ends or fails. When a fit starts, the CSV is written anew from the monitor's rows
     (a resumed run's rows come from its checkpoint).
@@ -233,6 +238,7 @@ class RowWriter(Callback):
         monitor: the monitor whose rows to write.
         csv_path: where the CSV goes.
         tags: column -> logger tag, for the columns the loggers get.
+        every: the loggers get the rows of the steps whose number is a multiple of it.
 
     Example::
 
@@ -241,8 +247,8 @@ class RowWriter(Callback):
         Trainer(callbacks=[monitor, writer])
     """
 
-    def __init__(self, monitor: RowMonitor, csv_path, tags: Mapping[str, str]) -> None:
-        self.monitor, self.csv_path = monitor, Path(csv_path)
+    def __init__(self, monitor: RowMonitor, csv_path, tags: Mapping[str, str], every: int = 1) -> None:
+        self.monitor, self.csv_path, self.every = monitor, Path(csv_path), every
         self.tags = [(monitor.columns.index(c), tag) for c, tag in tags.items()]
         self._written = 0
 
@@ -262,7 +268,7 @@ class RowWriter(Callback):
         self._written += len(rows)
         if self.tags:
             for logger in trainer.loggers:
-                for row in rows:
+                for row in (r for r in rows if r[0] % self.every == 0):
                     logger.log_metrics({tag: row[i] for i, tag in self.tags}, step=row[0])
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:

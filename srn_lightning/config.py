@@ -93,6 +93,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     data: DataConfig = field(default_factory=DataConfig)
     grad_time: bool = True  # dL/dh_t at every position and sigma_max(U), every step
+    record_every: int = 1  # grad_time.csv and the loggers' per-step scalars: every k-th step
     plot_steps: int = 40  # the clip presets set it: the book shows 40 steps without clipping, 100 with
     resume: Optional[str] = None
     threads: Optional[int] = None
@@ -168,6 +169,7 @@ RULES = [
     Rule("model.cell", lambda v, c: v in list(Cell), _choices(Cell)),
     Rule("optimizer.name", lambda v, c: v in list(OptimizerName), _choices(OptimizerName)),
     Rule("grad_time", lambda v, c: isinstance(v, bool), "true or false"),
+    Rule("record_every", lambda v, c: _int(v) and v >= 1, "an integer >= 1 (1: every step)"),
     Rule("verbose", lambda v, c: isinstance(v, bool), "true or false"),
     Rule("sweep_add", lambda v, c: isinstance(v, bool), "true or false"),
     Rule("model.input_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),

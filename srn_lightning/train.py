@@ -170,11 +170,12 @@ def measurements(cfg: DictConfig, module, run_dir: Path) -> tuple:
     monitor = GradNormMonitor(module.tracked_parameters())
     tags = {"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}"
                                      for when in ("pre", "post") for n in [*monitor.names, "total"]}
-    callbacks = [monitor, StopOnNonFinite(monitor), RowWriter(monitor, run_dir / record.CSV_NAME, tags)]
-    flow = GradFlowMonitor(module.model.rnn_model, cfg.length) if cfg.grad_time else None
+    every = cfg.record_every  # grad_time and the loggers' per-step scalars; grad_norms.csv: every step
+    callbacks = [monitor, StopOnNonFinite(monitor), RowWriter(monitor, run_dir / record.CSV_NAME, tags, every)]
+    flow = GradFlowMonitor(module.model.rnn_model, cfg.length, every) if cfg.grad_time else None
     if flow:
         callbacks += [flow, RowWriter(flow, run_dir / record.GRAD_TIME_CSV,
-                                      {"sigma_max_U": "grad_flow/sigma_max_U"})]
+                                      {"sigma_max_U": "grad_flow/sigma_max_U"}, every)]
     return monitor, flow, callbacks
 
 
