@@ -65,7 +65,8 @@ def plot_grad_time(flow: dict, norms: dict, out_stem, title: str = ""):
     peak = int(np.nanargmax(np.where(np.isfinite(norms["W_pre"]), norms["W_pre"], np.nan)))
     at_peak = max(0, int(np.searchsorted(steps, norms["step"][peak], side="right")) - 1)  # its row or the one before
     positions = np.arange(1, length + 1)
-    for label, i in (("first step", 0), (f"W's peak (step {steps[at_peak]})", at_peak),
+    recorded = "" if steps[at_peak] == norms["step"][peak] else f", recorded at {steps[at_peak]}"
+    for label, i in (("first step", 0), (f"W's peak (step {norms['step'][peak]}{recorded})", at_peak),
                      ("last step", len(steps) - 1)):
         g = h[:, min(i, h.shape[1] - 1)]
         if g[-1] > 0:

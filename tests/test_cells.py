@@ -121,6 +121,7 @@ def test_record_every_k_samples_the_flow_and_the_logged_scalars_and_nothing_else
     # the flow: the rows of steps 0, 3, 6, 9, the same numbers as the every-step run's
     flow = read(tmp_path / "every", "grad_time.csv")
     assert read(tmp_path / "sampled", "grad_time.csv") == [flow[0]] + [flow[1 + s] for s in (0, 3, 6, 9)]
+    assert (tmp_path / "sampled" / "grad_time.png").stat().st_size > 1000  # drawn from the sampled rows
     # step 9 is the run's last: the summary is the every-step run's
     assert {k: v for k, v in sampled.items() if k != "fit_seconds"} == {
         k: v for k, v in every.items() if k != "fit_seconds"}
