@@ -1,7 +1,7 @@
 """The book's run as a hand-written PyTorch loop: the yardstick the Lightning path is measured against.
 
 It does the same work as `srn_lightning.train.run` minus the framework: the same model (the package's
-SeqClassifier) with the same init (same seed, same construction order), the same seeded batch order
+SeqClassifier, the config's cell and optimizer) with the same init (same seed, same construction order), the same seeded batch order
 (the DataModule's own loader), the same clip mode with the same semantics, the same per-step pre- and
 post-clip grad-norm records, validation every epoch and best-on-dev / last checkpoint files.
 """
@@ -21,6 +21,9 @@ from torch.nn.utils import get_total_norm
 from srn_lightning.clipping import clip_gradients_
 from srn_lightning.data import DigitSumDataModule
 from srn_lightning.model import SeqClassifier
+
+
+OPTIMIZERS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}  # the config's optimizer.name
 
 
 def step_norms(model) -> torch.Tensor:
@@ -76,8 +79,8 @@ def fit_plain(cfg, run_dir, device: torch.device | str | None = None) -> dict:
     data = DigitSumDataModule(cfg.data.dir, cfg.length, cfg.batch_size, cfg.seed,
                               cfg.data.num_workers, cfg.data.regenerate)
     # same construction order as SRNClassifier, so the same seed draws the same weights
-    model = SeqClassifier(10, cfg.model.input_size, cfg.model.hidden_size, 19).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    model = SeqClassifier(10, cfg.model.input_size, cfg.model.hidden_size, 19, cfg.model.cell).to(device)
+    optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     start, start_cpu = time.perf_counter(), time.process_time()
     data.prepare_data()

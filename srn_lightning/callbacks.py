@@ -135,13 +135,15 @@ class GradFlowMonitor(RowMonitor):
     (for tanh, sigma_max(U) < 1 is sufficient for vanishing and > 1 necessary for explosion).
 
     The states come from the cell, which keeps them with their gradients retained when its
-    `keep_states` is set (this callback sets it for the fit). They are read in
+    `keep_states` is set (this callback sets it for the steps it measures). They are read in
     `on_before_optimizer_step`: after the step's backward pass, before clipping and the update.
     A row is `[step, epoch, sigma_max_U, h_1 ... h_T, (c_1 ... c_T)]`.
 
     Args:
         cell: the recurrent cell (``module.model.rnn_model``).
         length: T, the sequence length.
+        every: measure the steps whose number is a multiple of it (1: every step); the others
+            run without keeping the states.
 
     Example::
 
@@ -150,8 +152,8 @@ class GradFlowMonitor(RowMonitor):
         flow.table()[-1, 3:]  # g_1 .. g_T at the last step
     """
 
-    def __init__(self, cell: torch.nn.Module, length: int) -> None:
-        self.cell, self.length = cell, length
+    def __init__(self, cell: torch.nn.Module, length: int, every: int = 1) -> None:
+        self.cell, self.length, self.every = cell, length, every
         self.has_cell_state = cell.has_cell_state
         positions = range(1, length + 1)
         self.columns = ["step", "epoch", "sigma_max_U", *(f"h_{t}" for t in positions),
@@ -159,8 +161,8 @@ class GradFlowMonitor(RowMonitor):
         super().__init__()
         self._values: torch.Tensor | None = None
 
-    def on_train_start(self, trainer, pl_module) -> None:
-        self.cell.keep_states = True
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.cell.keep_states = trainer.global_step % self.every == 0
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.cell.keep_states = False
@@ -169,6 +171,8 @@ class GradFlowMonitor(RowMonitor):
         self.cell.keep_states = False
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if not self.cell.keep_states:  # a step between the measured ones
+            return
         states = self.cell.states + self.cell.cell_states
         zero = torch.zeros((), device=self.cell.U.device)
         norms = [zero if s.grad is None else torch.linalg.vector_norm(s.grad) for s in states]
@@ -229,7 +233,8 @@ LOG10_FLOOR = -10.0  # what a log10 tag shows for a value below 1e-10, exactly 0
 
 class RowWriter(Callback):
     """Writes the rows of a `RowMonitor` to a CSV (header: the monitor's `columns`) and the columns
-    named in `tags` to every logger, under those tags, at each row's step. It writes at the end of
+    named in `tags` to every logger, under those tags, at each row's step whose number is a multiple
+    of `every` (a long run's loggers get every k-th step; the CSV gets every row). It writes at the end of
     every epoch, whenever a checkpoint is saved (so the CSV reaches as far as every checkpoint), and
     when training ends or fails. When a fit starts, the CSV is written anew from the monitor's rows
     (a resumed run's rows come from its checkpoint).
@@ -248,6 +253,8 @@ class RowWriter(Callback):
         tags: column -> logger tag, for the columns the loggers get as they are.
         log10_tags: column -> logger tag, for the columns the loggers get as log10.
         peak_tags: column -> logger tag, for the columns the loggers get as their peak so far.
+        every: the loggers get the tags and log10 tags of the steps whose number is a multiple of it
+            (a peak whenever it rises, and every peak at the end of each write).
 
     Example::
 
@@ -258,8 +265,9 @@ class RowWriter(Callback):
     """
 
     def __init__(self, monitor: RowMonitor, csv_path, tags: Mapping[str, str],
-                 log10_tags: Mapping[str, str] | None = None, peak_tags: Mapping[str, str] | None = None) -> None:
-        self.monitor, self.csv_path = monitor, Path(csv_path)
+                 log10_tags: Mapping[str, str] | None = None, peak_tags: Mapping[str, str] | None = None,
+                 every: int = 1) -> None:
+        self.monitor, self.csv_path, self.every = monitor, Path(csv_path), every
         self.tags = [(monitor.columns.index(c), tag) for c, tag in tags.items()]
         self.log10_tags = [(monitor.columns.index(c), tag) for c, tag in (log10_tags or {}).items()]
         self.peak_tags = [(monitor.columns.index(c), tag) for c, tag in (peak_tags or {}).items()]
@@ -284,12 +292,13 @@ class RowWriter(Callback):
                 self._peaks[i] = rose[tag] = row[i]
         return rose
 
-    def scalars(self, row: list, last: bool = False) -> dict[str, float]:
-        """What the loggers get for one row: its tags, its log10 tags, and the peaks that rise at it
-        (every peak so far at the `last` row of a write)."""
-        out = {tag: row[i] for i, tag in self.tags}
-        out |= {tag: max(math.log10(row[i]), LOG10_FLOOR) if row[i] > 0 else LOG10_FLOOR
-                for i, tag in self.log10_tags if not math.isnan(row[i])}
+    def scalars(self, row: list, last: bool = False, sampled: bool = True) -> dict[str, float]:
+        """What the loggers get for one row: its tags and log10 tags (if the row is `sampled`), and
+        the peaks that rise at it (every peak so far at the `last` row of a write)."""
+        out = {tag: row[i] for i, tag in self.tags} if sampled else {}
+        if sampled:
+            out |= {tag: max(math.log10(row[i]), LOG10_FLOOR) if row[i] > 0 else LOG10_FLOOR
+                    for i, tag in self.log10_tags if not math.isnan(row[i])}
         rose = self._peak(row)
         if last:
             rose = {tag: self._peaks[i] for i, tag in self.peak_tags if i in self._peaks}
@@ -303,7 +312,8 @@ class RowWriter(Callback):
             f.write(csv_text(rows))
         self._written += len(rows)
         if self.tags or self.log10_tags or self.peak_tags:
-            scalars = [(self.scalars(row, last=n == len(rows) - 1), row[0]) for n, row in enumerate(rows)]
+            scalars = [(values, row[0]) for n, row in enumerate(rows)
+                       if (values := self.scalars(row, last=n == len(rows) - 1, sampled=row[0] % self.every == 0))]
             for logger in trainer.loggers:
                 for values, step in scalars:
                     logger.log_metrics(values, step=step)

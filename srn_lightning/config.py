@@ -160,6 +160,9 @@ class Config:
     optimizer: OptimizerConfig = key(role=Role.run, factory=OptimizerConfig)
     data: DataConfig = key(role=Role.operate, factory=DataConfig)
     grad_time: bool = key(True, role=Role.operate, **BOOL)  # dL/dh_t at every position, sigma_max(U)
+    # k: grad_time.csv and the loggers' per-step scalars at every k-th step; grad_norms.csv: every step
+    record_every: int = key(1, role=Role.operate, ok=lambda v, c: _int(v) and v >= 1,
+                            allowed="an integer >= 1 (1: every step)")
     plot_steps: int = key(role=Role.resumable, **AT_LEAST_1)  # set by the clip preset (the book: 40, 100)
     resume: Optional[str] = key(None, role=Role.operate)
     threads: Optional[int] = key(None, role=Role.operate, ok=lambda v, c: v is None or (_int(v) and v >= 1),

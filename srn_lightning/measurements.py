@@ -24,7 +24,7 @@ class Measurement:
     Args:
         name: its files' stem: `<name>.csv`, `<name>.png`, `<name>.pdf`, and its TensorBoard image.
         monitor: the callback that measures, a row per optimizer step.
-        tags: column -> logger tag, for the columns the loggers get every step.
+        tags: column -> logger tag, for the columns the loggers get every `every`-th step.
         draw: (its columns, every measurement's columns by name, out stem, title) -> the figure's
             pixels; it writes `<out stem>.png` and `.pdf`.
         summarise: its columns -> the numbers it adds to metrics.json.
@@ -32,6 +32,8 @@ class Measurement:
         charts: TensorBoard "custom scalars" charts, {title: {chart: [tags]}}.
         log10_tags, peak_tags: column -> logger tag, for the columns the loggers also get as log10
             and as their peak so far (callbacks.RowWriter: views TensorBoard's defaults cannot hide).
+        every: the loggers get the rows of the steps whose number is a multiple of it (the CSV
+            gets every row the monitor takes).
     """
 
     name: str
@@ -43,6 +45,7 @@ class Measurement:
     charts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
     log10_tags: dict[str, str] = field(default_factory=dict)
     peak_tags: dict[str, str] = field(default_factory=dict)
+    every: int = 1
 
     def columns(self) -> dict[str, list]:
         """Its rows so far as {column: values}."""
@@ -51,13 +54,15 @@ class Measurement:
     def callbacks(self, run_dir: Path) -> list:
         """The monitor, what acts on its rows, and the writer of its CSV and logger tags, in the
         order they must run."""
-        return [self.monitor, *self.also, RowWriter(self.monitor, run_dir / f"{self.name}.csv", self.tags,
-                                                     self.log10_tags, self.peak_tags)]
+        return [self.monitor, *self.also,
+                RowWriter(self.monitor, run_dir / f"{self.name}.csv", self.tags, self.log10_tags,
+                          self.peak_tags, self.every)]
 
 
 def for_run(cfg, module) -> list[Measurement]:
     """The measurements of a run: the grad norms always (the book's figure, and divergence stops the
-    run at the step it shows); the gradient's flow through time with `grad_time`."""
+    run at the step it shows); the gradient's flow through time with `grad_time`. The flow and
+    the loggers' per-step scalars are taken every `record_every`-th step, the grad norms' CSV every step."""
     monitor = GradNormMonitor(module.tracked_parameters())
     names = [*monitor.names, "total"]
     found = [Measurement(
@@ -73,14 +78,17 @@ def for_run(cfg, module) -> list[Measurement]:
         # to 0) and as their peak so far (the one-step spike's height)
         log10_tags={f"{n}_pre": f"grad_norm_pre_log10/{n}" for n in names},
         peak_tags={f"{n}_pre": f"grad_norm_pre_peak/{n}" for n in names},
+        every=cfg.record_every,
     )]
     if cfg.grad_time:
         found.append(Measurement(
-            name=record.GRAD_TIME_STEM, monitor=GradFlowMonitor(module.model.rnn_model, cfg.length),
+            name=record.GRAD_TIME_STEM,
+            monitor=GradFlowMonitor(module.model.rnn_model, cfg.length, cfg.record_every),
             tags={"sigma_max_U": "grad_flow/sigma_max_U"},
             draw=lambda own, every, out, title: plots.plot_grad_time(own, every[record.FIGURE_STEM], out,
                                                                      title=title),
             summarise=record.grad_time_summary,
+            every=cfg.record_every,
         ))
     return found
 

@@ -44,11 +44,13 @@ class RecurrentCell(nn.Module):
         """x: [batch, time, input_size] -> last hidden state [batch, hidden_size]."""
         self.states, self.cell_states = [], []
         # The input projection of every step in one matmul; only h U has to wait for the previous step.
-        xw = torch.matmul(x, self.W) + self.b
+        # Split into positions once: indexing `xw[:, t]` in the loop would make autograd's backward
+        # of each index build a zero gradient of the whole projection, O(length) per position.
+        xw = (torch.matmul(x, self.W) + self.b).unbind(1)
         h = x.new_zeros(x.shape[0], self.hidden_size)  # on the input's device and dtype
         c = torch.zeros_like(h)
-        for t in range(x.shape[1]):
-            h, c = self.step(xw[:, t], h, c)
+        for xw_t in xw:
+            h, c = self.step(xw_t, h, c)
             self._keep(self.states, h)
         return h
 

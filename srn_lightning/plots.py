@@ -62,8 +62,9 @@ def grad_time_figure(flow: dict, norms: dict, title: str = ""):
         logs = np.log10(h)
     cmap = colormaps["viridis"].with_extremes(bad="black")
     shown = np.ma.masked_invalid(np.where(h > 0, logs, np.nan))
+    half = (steps[1] - steps[0]) / 2 if len(steps) > 1 else 0.5  # the rows: every step, or every k-th
     image = heat.imshow(shown, aspect="auto", origin="lower", cmap=cmap, interpolation="nearest",
-                        extent=(steps[0] - 0.5, steps[-1] + 0.5, 0.5, length + 0.5))
+                        extent=(steps[0] - half, steps[-1] + half, 0.5, length + 0.5))
     fig.colorbar(image, ax=heat, label="log10 ||dL/dh_t||  (black: exactly 0)")
     heat.axhline(2.5, color="white", lw=0.8, ls="--")
     heat.set_yticks(sorted({1, 2, length, *range(5, length + 1, 5)}))
@@ -72,8 +73,10 @@ def grad_time_figure(flow: dict, norms: dict, title: str = ""):
     heat.set_title("gradient reaching each position", fontsize=9)
 
     peak = int(np.nanargmax(np.where(np.isfinite(norms["W_pre"]), norms["W_pre"], np.nan)))
+    at_peak = max(0, int(np.searchsorted(steps, norms["step"][peak], side="right")) - 1)  # its row or the one before
     positions = np.arange(1, length + 1)
-    for label, i in (("first step", 0), (f"W's peak (step {norms['step'][peak]})", peak),
+    recorded = "" if steps[at_peak] == norms["step"][peak] else f", recorded at {steps[at_peak]}"
+    for label, i in (("first step", 0), (f"W's peak (step {norms['step'][peak]}{recorded})", at_peak),
                      ("last step", len(steps) - 1)):
         g = h[:, min(i, h.shape[1] - 1)]
         if g[-1] > 0:

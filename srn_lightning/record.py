@@ -4,7 +4,7 @@ shape.
 - `metrics.json`: one flat object, `status` first, then the config keys a run is known by
   (`config_summary`), then its results;
 - `grad_norms.csv`: a row per optimizer step, `COLUMNS`;
-- `grad_time.csv`: a row per optimizer step: `sigma_max_U`, then g_t = ||dL/dh_t|| for t = 1..T
+- `grad_time.csv`: a row per optimizer step (every `record_every`-th): `sigma_max_U`, then g_t = ||dL/dh_t|| for t = 1..T
   (and ||dL/dc_t|| for an LSTM);
 - the HParams every run logs to TensorBoard.
 

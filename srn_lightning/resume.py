@@ -167,7 +167,8 @@ def check_checkpoint(ckpt, module, run_config: dict, run_dir, cfg) -> None:
 
 def check_state(ckpt, state: dict, module, cfg) -> None:
     """Everything a fit restores from the checkpoint besides the weights is checked against the run
-    it continues: the monitors' rows (their width, a row for every step before the checkpoint, each
+    it continues: the monitors' rows (their width, a row for every step before the checkpoint that
+    the monitor takes (every step, or every `record_every`-th), each
     finite: a run stops at its first non-finite norm, before an epoch's checkpoint), the optimizer's
     hyperparameters and state (as this run's config builds them), the shuffling generator's state,
     and the epoch (an epoch's end, within trainer.max_epochs). The run's settings must make the
@@ -196,7 +197,7 @@ def check_state(ckpt, state: dict, module, cfg) -> None:
                           f"epochs; resume with trainer.max_epochs >= {epoch + 1}")
     monitors = [GradNormMonitor(module.tracked_parameters())]
     if cfg.grad_time:
-        monitors.append(GradFlowMonitor(module.model.rnn_model, cfg.length))
+        monitors.append(GradFlowMonitor(module.model.rnn_model, cfg.length, cfg.record_every))
     for monitor in monitors:
         name = type(monitor).__name__
         saved = state.get("callbacks", {}).get(name)
@@ -205,8 +206,10 @@ def check_state(ckpt, state: dict, module, cfg) -> None:
                 and rows.shape[1] == len(monitor.columns) and saved.get("columns") == monitor.columns):
             raise refuse(f"its {name} rows are not this run's {len(monitor.columns)} columns")
         steps = rows[:, 0]
-        if not torch.equal(steps, torch.arange(step, dtype=torch.float32)):
-            raise refuse(f"its {name} rows are not one for each of the {step} steps before it")
+        every = getattr(monitor, "every", 1)  # a monitor that samples takes every k-th step
+        if not torch.equal(steps, torch.arange(0, step, every, dtype=torch.float32)):
+            taken = f"of the {step} steps before it" + ("" if every == 1 else f" whose number is a multiple of {every}")
+            raise refuse(f"its {name} rows are not one for each {taken}")
         epochs = rows[:, 1]
         if not torch.equal(epochs, (steps // per_epoch).clamp(max=epoch)):
             raise refuse(f"its {name} rows' epochs do not follow {per_epoch} steps an epoch")

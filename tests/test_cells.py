@@ -110,6 +110,39 @@ def test_the_switch_turns_the_flow_off(make_cfg, tmp_path):
     assert "vanishing_ratio_first" not in metrics and (tmp_path / "grad_norms.csv").exists()
 
 
+def test_record_every_k_samples_the_flow_and_the_logged_scalars_and_nothing_else(make_cfg, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    every = run(make_cfg("trainer.max_epochs=2"), tmp_path / "every")  # 10 steps, 0..9
+    sampled = run(make_cfg("trainer.max_epochs=2", "record_every=3"), tmp_path / "sampled")
+    read = lambda run_dir, name: (run_dir / name).read_text().splitlines()  # noqa: E731
+    # training and its per-step grad-norm record are untouched
+    assert read(tmp_path / "sampled", "grad_norms.csv") == read(tmp_path / "every", "grad_norms.csv")
+    # the flow: the rows of steps 0, 3, 6, 9, the same numbers as the every-step run's
+    flow = read(tmp_path / "every", "grad_time.csv")
+    assert read(tmp_path / "sampled", "grad_time.csv") == [flow[0]] + [flow[1 + s] for s in (0, 3, 6, 9)]
+    assert (tmp_path / "sampled" / "grad_time.png").stat().st_size > 1000  # drawn from the sampled rows
+    # step 9 is the run's last: the summary is the every-step run's
+    assert {k: v for k, v in sampled.items() if k != "fit_seconds"} == {
+        k: v for k, v in every.items() if k != "fit_seconds"}
+    events = EventAccumulator(str(tmp_path / "sampled" / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    norms = [line.split(",") for line in read(tmp_path / "every", "grad_norms.csv")]
+    for tag, column in (("train/loss", "loss"), ("grad_norm_pre/W", "W_pre"),
+                        ("grad_flow/sigma_max_U", None)):
+        scalars = events.Scalars(tag)
+        assert [e.step for e in scalars] == [0, 3, 6, 9]
+        if column:
+            i = norms[0].index(column)
+            assert [e.value for e in scalars] == pytest.approx([float(norms[1 + s][i]) for s in (0, 3, 6, 9)])
+
+
+def test_the_memory_experiment_samples_and_record_every_1_asks_for_every_step():
+    assert compose_cfg("experiment=memory").record_every == 10
+    assert compose_cfg("experiment=memory", "record_every=1").record_every == 1
+    assert compose_cfg().record_every == 1  # the book's run: every step
+
+
 def test_the_book_s_run_shows_where_the_gradient_dies(make_cfg, tmp_path):
     run(make_cfg("trainer.max_epochs=4"), tmp_path)
     with open(tmp_path / "grad_time.csv") as f:

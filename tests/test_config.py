@@ -22,6 +22,7 @@ def test_every_rule_names_a_key_of_the_composed_config():
     ("lr", 0.0), ("length", 2), ("length", 100_001), ("seed", -1), ("batch_size", 0), ("weight_decay", -1.0),
     ("plot_steps", 0), ("threads", 0), ("trainer.max_epochs", 0), ("trainer.max_epochs", None),
     ("clip.val", 1.0), ("model.hidden_size", 0), ("model.input_size", 0), ("data.num_workers", -1),
+    ("record_every", 0),
 ])
 def test_a_bad_value_is_refused_with_its_rule_s_words(key, bad):
     cfg = compose_cfg()

@@ -281,6 +281,15 @@ def test_resume_checks_every_piece_of_state_it_restores(straight, data_dir, spoi
     check_checkpoint(run_dir / "checkpoints" / "last.ckpt", module_from_config(cfg), run_config(cfg), run_dir, cfg)
 
 
+def test_the_checkpoint_of_a_run_that_samples_its_flow_is_its_own(data_dir, tmp_path):
+    cfg = compose_cfg(f"data.dir={data_dir}", *QUIET, *SHORT, "record_every=2")
+    run(cfg, tmp_path)  # 5 steps: the flow's rows are those of steps 0, 2, 4
+    state = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert _rows(state, "GradFlowMonitor")[:, 0].tolist() == [0, 2, 4]
+    more = compose_cfg(f"data.dir={data_dir}", *QUIET, "clip=norm", "trainer.max_epochs=2", "record_every=2")
+    check_checkpoint(tmp_path / "checkpoints" / "last.ckpt", module_from_config(more), run_config(more), tmp_path, more)
+
+
 def test_a_checkpoint_naming_files_of_another_dir_is_refused(straight, run_dir, data_dir):
     cfg = compose_cfg(f"data.dir={data_dir}", *SHORT)
     with pytest.raises(ResumeError, match=f"names {straight[2]}.*outside {run_dir}.*moved or copied"):

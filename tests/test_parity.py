@@ -21,3 +21,14 @@ def test_lightning_run_matches_a_plain_torch_loop(clip, make_cfg, tmp_path):
         assert (norms[:, 3] > norms[:, 7] + 1e-3).any()
     else:
         assert torch.equal(norms[:, :4], norms[:, 4:])
+
+
+@pytest.mark.parametrize("cell", ["srn", "lstm"])
+def test_the_memory_experiment_matches_the_plain_loop_too(cell, make_cfg, tmp_path):
+    """The memory job's yardstick (benchmarks/memory_job.py): Adam, mean loss, batch 8, the cell."""
+    cfg = make_cfg("experiment=memory", f"model={cell}", "length=10", "trainer.max_epochs=1")
+    light = lightning_fit(cfg, tmp_path / "lightning")
+    plain = plain_fit(cfg, tmp_path / "plain")
+    assert len(light["losses"]) == len(plain["losses"]) == 38  # 300 examples, batch 8
+    parity(light, plain)
+    assert {k: v.shape for k, v in plain["state"].items()}["rnn_model.U"] == (32, 32 * (4 if cell == "lstm" else 1))
