@@ -205,6 +205,7 @@ RESERVED_TRAINER_KEYS = {
     "default_root_dir": "the run dir is hydra.run.dir",
     "enable_checkpointing": "checkpoints are kept for the best-on-dev test and resume",
     "accumulate_grad_batches": "the grad norms are recorded per optimizer step, one batch each",
+    "plugins": "the cluster environment is the project's (one requeue mechanism: srn_lightning/cluster.py)",
 }
 
 

@@ -36,7 +36,7 @@ CONFIG_PATHS = {  # the config keys a run is known by: name in the record -> pat
 }
 CONFIG_KEYS = list(CONFIG_PATHS)
 NORM_KEYS = [f"{n}_pre_{which}" for which in ("max", "last") for n in TRACKED]
-STATUSES = ("completed", "diverged", "interrupted", "failed")
+STATUSES = ("completed", "diverged", "interrupted", "failed", "cancelled")
 HPARAM_METRICS = ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
 
 

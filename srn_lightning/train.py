@@ -22,7 +22,7 @@ from typing import Any, NamedTuple, NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import answer, interrupts, locks, record
+from srn_lightning import answer, attempts, cluster, interrupts, locks, record
 from srn_lightning.config import CONFIG_DIR, check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
 from srn_lightning.resume import check_checkpoint, resume_argv
@@ -41,14 +41,16 @@ class Built(NamedTuple):
     best: Any  # the ModelCheckpoint that keeps the best epoch on dev
 
 
-def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
+def run(cfg: DictConfig, run_dir, callbacks=(), history=None, on_stop=None) -> dict:
     """One run in `run_dir`: build, make the data files, fit, test the best-on-dev checkpoint,
     draw, record, log its answer (`answer.lines`). Returns the metrics it also writes to `run_dir/metrics.json`. `callbacks` are
     added to the project's own (handy for notebooks and tests).
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
     is tested); "interrupted" (SIGINT/SIGTERM in any phase: metrics.json says which, last.ckpt holds
-    the last completed epoch; raises SystemExit after writing metrics.json).
+    the last completed epoch; raises SystemExit after writing metrics.json, once `on_stop` has
+    been called with the signal's name). `history` (a job's earlier attempts, attempts.plan) goes
+    into the record.
     """
     validate(cfg)
     check_trainer_keys(cfg.trainer)
@@ -70,9 +72,9 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
             if outcome["status"] == "interrupted":
                 raise interrupts.Interrupted("fit", phases.signum or signal.SIGINT)
             phases.check()  # a SIGTERM that came as the fit ended
-            return finish(cfg, built, run_dir, outcome, phases)
+            return finish(cfg, built, run_dir, outcome, phases, history or {})
         except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, built, run_dir, stop)
+            stop_interrupted(cfg, built, run_dir, stop, history or {}, on_stop)
 
 
 def resume_checkpoint(resume) -> str | None:
@@ -86,7 +88,7 @@ def run_config(cfg: DictConfig) -> dict:
     return {**record.config_summary(cfg), "input_size": cfg.model.input_size}
 
 
-def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) -> dict:
+def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases, history: dict) -> dict:
     """After the fit: test the best checkpoint, draw, record."""
     try:
         phases.enter("test")
@@ -94,7 +96,7 @@ def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) 
         metrics = record.finished_metrics(
             cfg=cfg, **outcome, **best, epochs=epochs_done(built.trainer),
             steps=built.trainer.global_step, columns=columns(built.monitor),
-            grad_time=built.flow and columns(built.flow),
+            grad_time=built.flow and columns(built.flow), **history,
         )
         phases.enter("figures")
         draw(cfg, built, run_dir)
@@ -152,8 +154,11 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         # max_queue: room for an epoch's scalars (9 a step; the book's data has 5 steps an epoch,
         # 38 at batch size 8), so logging them does not wait for the writer's thread; the default
         # of 10 costs 0.08 s of a 2 s fit (benchmarks/README.md)
+        # resumed: the steps the interrupted attempt logged after its checkpoint are purged, so
+        # TensorBoard shows one run
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False,
-                                 max_queue=1000),
+                                 max_queue=1000, purge_step=attempts.purge_step(cfg.resume)),
+        plugins=[cluster.lightning_environment()],
         callbacks=[best, last, *measure, RunConfig(run_config(cfg)), *callbacks],
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
@@ -253,7 +258,7 @@ def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
 
 
 def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
-                     stop: interrupts.Interrupted) -> NoReturn:
+                     stop: interrupts.Interrupted, history: dict | None = None, on_stop=None) -> NoReturn:
     """An interrupted run's record, first and whole (metrics.json saying where it stopped and how
     to go on), then the figure of what was measured; then SystemExit with that line."""
     trainer = built.trainer if built is not None else None
@@ -262,7 +267,8 @@ def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
     log.warning("interrupted by %s during %s; writing the record", stop.signal, stop.phase)
     # a second signal is ignored from now on (interrupts.Phases): the record is written whole
     record.write_metrics(run_dir, record.interrupted_metrics(
-        cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
+        cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume)
+        | (history or {}))
     if trainer is not None:
         try:
             if built.monitor.rows():
@@ -270,6 +276,8 @@ def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
             trainer.logger.finalize("failed")  # as Lightning does on an interrupt
         except Exception:  # the record says what happened; a figure that fails does not change it
             log.exception("interrupted run: figure or TensorBoard files not written")
+    if on_stop is not None:
+        on_stop(stop.signal)
     raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {epochs} completed "
                      f"epochs; continue with: {resume}")
 
@@ -360,15 +368,30 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes (0 if none)."""
     from hydra.core.hydra_config import HydraConfig
 
+    from hydra.types import RunMode
+    from omegaconf import open_dict
+
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
+    requeue = cluster.requeue_handler()  # before the run's own handlers replace it
     with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
         try:
             setup_process(cfg, hydra_cfg)
             locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
-            metrics = run(cfg, run_dir)
+            plan = attempts.plan(run_dir) if hydra_cfg.mode == RunMode.MULTIRUN else {}
+            if "kept" in plan:
+                return plan["kept"].get("dev_best") or 0.0
+            if "resume" in plan:
+                with open_dict(cfg):
+                    cfg.resume = plan["resume"]
+            history = plan.get("history", {})
+            if cluster.requeues():
+                history["requeues"] = max(history.get("requeues", 0), cluster.requeues())
+            metrics = run(cfg, run_dir, history=history,
+                          on_stop=lambda name: cluster.requeue_after(name, requeue))
         except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, None, run_dir, stop)
+            stop_interrupted(cfg, None, run_dir, stop,
+                             on_stop=lambda name: cluster.requeue_after(name, requeue))
         except Exception as err:
             reason = record_failure(cfg, run_dir, err)
             log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
@@ -389,6 +412,7 @@ def cli() -> None:
     try:
         with interrupts.Phases("start-up or exit"):  # a run's own phases cover everything in between
             sys.argv[1:] = resume_argv(sys.argv[1:])
+            cluster.register_launcher()
             main()
     except interrupts.Interrupted as stop:
         sys.exit(f"error: interrupted by {stop.signal} (before the run started, or after its "
