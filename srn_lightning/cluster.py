@@ -9,7 +9,8 @@ turned off by giving the Trainer its cluster environment (`lightning_environment
   hand) stops the run like Ctrl-C: its record says `interrupted` by SIGUSR2, then submitit's
   handler requeues the job (`requeue_after`), counting a time limit against `max_num_timeout`.
 - SIGTERM is Slurm's preemption (PreemptMode=REQUEUE), `scontrol requeue` and `scancel`: the run
-  stops at the next step with its record; Slurm requeues the first two by itself.
+  stops at the next step with its record; a preempted job is then requeued by submitit's handler
+  (`preempted`), one requeued by hand by Slurm itself, a cancelled one ends.
 - A requeued job runs again in its own dir and continues from its last completed epoch
   (`srn_lightning.attempts`).
 
@@ -72,13 +73,32 @@ def requeue_handler():
 
 
 def requeue_after(signal_name: str, handler) -> None:
-    """After a run stopped by `signal_name` wrote its record: on submitit's requeue signal, hand it
-    to submitit's handler, which requeues the job (a time limit counts against the launcher's
-    `max_num_timeout`) and exits. Nothing for any other signal, or outside a submitit job."""
-    if handler is not None and signal_name == REQUEUE_SIGNAL.name:
+    """After a run stopped by `signal_name` wrote its record: hand submitit's requeue signal, and a
+    SIGTERM of preemption, to submitit's handler, which requeues the job (a time limit counts
+    against the launcher's `max_num_timeout`) and exits. Nothing for any other stop, or outside a
+    submitit job. (A preempted job that ends within its GraceTime is not requeued by Slurm: it
+    ends FAILED, as any job that exits non-zero.)"""
+    if handler is None:
+        return
+    if signal_name == REQUEUE_SIGNAL.name or (signal_name == "SIGTERM" and preempted()):
         log.warning("%s: the job is requeued by submitit and continues from its last completed "
-                    "epoch", signal_name)
-        handler(REQUEUE_SIGNAL, None)  # exits (SystemExit), or raises if it may not requeue
+                    "epoch", signal_name if signal_name != "SIGTERM" else "SIGTERM of preemption")
+        handler(signal.Signals[signal_name], None)  # exits (SystemExit), or raises if it may not
+
+
+def preempted() -> bool:
+    """Whether Slurm is preempting this job: in its GraceTime the job is RUNNING with a
+    `PreemptTime` (a SIGTERM of `scancel` or `scontrol requeue` leaves none)."""
+    job = os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return False
+    try:
+        out = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return False
+    found = re.search(r"\bPreemptTime=(\S+)", out)
+    return found is not None and found.group(1) not in ("None", "Unknown")
 
 
 def requeues() -> int:

@@ -116,6 +116,9 @@ JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 $ACCT
 SchedulerType=sched/backfill
+# look at pending jobs every 2 s, not every 60 (30 for backfill): a requeued job starts again soon
+# after its credential expired, not a minute later
+SchedulerParameters=sched_interval=2,bf_interval=2
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU
 ReturnToService=2
