@@ -45,6 +45,7 @@ def plan(run_dir) -> Plan:
     from srn_lightning.resume import check_no_links, resolve_resume
 
     run_dir = Path(run_dir)
+    check_own_number(run_dir)
     ran = any((run_dir / n).exists() for n in (*RUN_FILES, *RUN_DIRS))
     if not ran:
         return Plan()
@@ -72,6 +73,19 @@ def plan(run_dir) -> Plan:
     log.warning("earlier attempt %s (%s): continues from %s", earlier["status"],
                 earlier.get("signal", "no record"), ckpt)
     return Plan(resume=str(ckpt), history=history)
+
+
+def check_own_number(run_dir: Path) -> None:
+    """No other dir of the sweep has this job's number: a sweep continued with other overrides for
+    it (its multirun.yaml changed by hand) would otherwise run a second job under that number."""
+    from srn_lightning.errors import UserError
+
+    num = run_dir.name.split("_", 1)[0]
+    others = [p.name for p in run_dir.parent.glob(f"{num}_*")
+              if p != run_dir and (p / ".hydra" / "overrides.yaml").is_file()]
+    if num.isdigit() and others:
+        raise UserError(f"job {num}: the sweep dir holds job {num} as {others[0]}, with other "
+                        f"overrides than {run_dir.name} (its multirun.yaml changed?); not run")
 
 
 def start_over(run_dir: Path) -> None:

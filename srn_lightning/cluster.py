@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _PluginLauncher
 
+from srn_lightning.config import job_number
 from srn_lightning.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -168,13 +169,6 @@ def register_launcher() -> None:
     from hydra_plugins.srn_lightning_launcher import SlurmLauncher as Registered
 
     Plugins.instance().register(Registered)
-
-
-def job_number(idx: int) -> int:
-    """A job's number in its sweep, as its dir and its console lines show it."""
-    from srn_lightning.config import JOB_OFFSET_ENV
-
-    return idx + int(os.environ.get(JOB_OFFSET_ENV, "0"))
 
 
 def first_line(value: Any) -> str:

@@ -115,7 +115,7 @@ def job_dir_name(*, _root_) -> str:
     import hashlib
 
     job = _root_.hydra.job
-    name = f"{job.num + int(os.environ.get(JOB_OFFSET_ENV, '0'))}_{job.override_dirname}"
+    name = f"{job_number(job.num)}_{job.override_dirname}"
     raw = name.encode()
     if len(raw) <= MAX_DIR_NAME:
         return name
@@ -334,13 +334,37 @@ class CheckConfig(Callback):
         # each job's values are checked in the job: a bad one fails that job, not the sweep
         from srn_lightning import locks
 
+        from srn_lightning.resume import CONTINUE_ENV
+
         sweep_dir = config.hydra.sweep.dir
         try:
             check_writable_dir(sweep_dir, "hydra.sweep.dir")
             locks.hold(sweep_dir)  # for the launching process's lifetime
-            os.environ[JOB_OFFSET_ENV] = str(first_job_number(sweep_dir, config.sweep_add))
+            continues = os.environ.get(CONTINUE_ENV) == "1"  # resume=SWEEP_DIR: its own jobs, again
+            first = 0 if continues else first_job_number(sweep_dir, config.sweep_add)
+            os.environ[JOB_OFFSET_ENV] = str(first)
+            keep_multirun_history(sweep_dir)
         except UserError as err:
             raise SystemExit(f"error: {err}") from None
+
+
+def keep_multirun_history(sweep_dir) -> None:
+    """A sweep dir's multirun.yaml, which Hydra is about to replace with the config of a sweep
+    continued or added there, kept as multirun.<n>.yaml (n = 1, 2, ...: oldest first)."""
+    import shutil
+
+    current = Path(sweep_dir) / "multirun.yaml"
+    if current.is_file() and not current.is_symlink():
+        n = 1
+        while (current.parent / f"multirun.{n}.yaml").exists():
+            n += 1
+        shutil.copyfile(current, current.parent / f"multirun.{n}.yaml")
+
+
+def job_number(num: int) -> int:
+    """A sweep job's number as its dir and its console lines show it: Hydra's, after the jobs of
+    the sweeps added to before it."""
+    return num + int(os.environ.get(JOB_OFFSET_ENV, "0"))
 
 
 # Config options whose plugin comes with an extra of the package, and the line that says so when

@@ -23,7 +23,7 @@ import hydra
 from omegaconf import DictConfig
 
 from srn_lightning import answer, attempts, cluster, interrupts, locks, record
-from srn_lightning.config import CONFIG_DIR, check_trainer_keys, explain, validate
+from srn_lightning.config import CONFIG_DIR, check_trainer_keys, explain, job_number, validate
 from srn_lightning.errors import UserError
 from srn_lightning.resume import check_checkpoint, resume_argv
 
@@ -299,7 +299,8 @@ def setup_process(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
     logging.getLogger(lightning.__name__).handlers.clear()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # `hydra.verbose=...`, Hydra's own switch for more log lines, counts as verbose too
-    console.setup_console(cfg.verbose or bool(hydra_cfg.verbose), hydra_cfg.job.num if in_sweep else None)
+    console.setup_console(cfg.verbose or bool(hydra_cfg.verbose),
+                          job_number(hydra_cfg.job.num) if in_sweep else None)
     if cfg.trainer.get("enable_progress_bar") is None:
         with open_dict(cfg):
             cfg.trainer.enable_progress_bar = console.progress_bar_default(
