@@ -59,7 +59,7 @@ def plan(run_dir) -> Plan:
         return Plan(kept=earlier)
     history = {"requeues": int(earlier.get("requeues") or 0) + 1,
                "requeue_signals": [*(earlier.get("requeue_signals") or []),
-                                   earlier.get("signal") or ("SIGKILL?" if earlier["status"] == "missing"
+                                   earlier.get("signal") or ("killed" if earlier["status"] == "missing"
                                                              else earlier["status"])]}
     ckpt = None
     if earlier["status"] != "failed":

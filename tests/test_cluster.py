@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 SCRIPTS = REPO / "scripts" / "slurm"
 SWEEP = ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
          "hydra.launcher.mem_gb=1", *QUIET]
-EPOCHS = 120  # long enough (seconds) for a signal to land in the fit, short for the suite
+EPOCHS = 80  # long enough (seconds) for a signal to land in the fit, short for the suite
 
 
 def cluster_answers() -> bool:
