@@ -41,7 +41,7 @@ class Built(NamedTuple):
     best: Any  # the ModelCheckpoint that keeps the best epoch on dev
 
 
-def run(cfg: DictConfig, run_dir, callbacks=(), history=None, on_stop=None) -> dict:
+def run(cfg: DictConfig, run_dir, callbacks=(), history=None, on_stop=None, sweep_dir=None) -> dict:
     """One run in `run_dir`: build, make the data files, fit, test the best-on-dev checkpoint,
     draw, record, log its answer (`answer.lines`). Returns the metrics it also writes to `run_dir/metrics.json`. `callbacks` are
     added to the project's own (handy for notebooks and tests).
@@ -50,7 +50,7 @@ def run(cfg: DictConfig, run_dir, callbacks=(), history=None, on_stop=None) -> d
     is tested); "interrupted" (SIGINT/SIGTERM in any phase: metrics.json says which, last.ckpt holds
     the last completed epoch; raises SystemExit after writing metrics.json, once `on_stop` has
     been called with the signal's name). `history` (a job's earlier attempts, attempts.plan) goes
-    into the record.
+    into the record; `sweep_dir`: the sweep of a job, which its record says to continue.
     """
     validate(cfg)
     check_trainer_keys(cfg.trainer)
@@ -74,7 +74,7 @@ def run(cfg: DictConfig, run_dir, callbacks=(), history=None, on_stop=None) -> d
             phases.check()  # a SIGTERM that came as the fit ended
             return finish(cfg, built, run_dir, outcome, phases, history or {})
         except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, built, run_dir, stop, history or {}, on_stop)
+            stop_interrupted(cfg, built, run_dir, stop, history or {}, on_stop, sweep_dir)
 
 
 def resume_checkpoint(resume) -> str | None:
@@ -258,12 +258,15 @@ def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
 
 
 def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
-                     stop: interrupts.Interrupted, history: dict | None = None, on_stop=None) -> NoReturn:
+                     stop: interrupts.Interrupted, history: dict | None = None, on_stop=None,
+                     sweep_dir: Path | None = None) -> NoReturn:
     """An interrupted run's record, first and whole (metrics.json saying where it stopped and how
-    to go on), then the figure of what was measured; then SystemExit with that line."""
+    to go on: a sweep's job, by continuing its sweep), then the figure of what was measured; then
+    `on_stop` with the signal's name, and SystemExit with that line."""
     trainer = built.trainer if built is not None else None
     epochs, steps = (epochs_done(trainer), trainer.global_step) if trainer else (0, 0)
-    resume = f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}"
+    resume = (f"python -m srn_lightning.train -m resume={shlex.quote(str(sweep_dir))}" if sweep_dir
+              else f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}")
     log.warning("interrupted by %s during %s; writing the record", stop.signal, stop.phase)
     # a second signal is ignored from now on (interrupts.Phases): the record is written whole
     record.write_metrics(run_dir, record.interrupted_metrics(
@@ -375,11 +378,13 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     requeue = cluster.requeue_handler()  # before the run's own handlers replace it
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hydra_cfg.sweep.dir) if in_sweep else None
     with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
         try:
             setup_process(cfg, hydra_cfg)
             locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
-            plan = attempts.plan(run_dir) if hydra_cfg.mode == RunMode.MULTIRUN else {}
+            plan = attempts.plan(run_dir) if in_sweep else {}
             if "kept" in plan:
                 return plan["kept"].get("dev_best") or 0.0
             if "resume" in plan:
@@ -388,10 +393,10 @@ def main(cfg: DictConfig) -> float:
             history = plan.get("history", {})
             if cluster.requeues():
                 history["requeues"] = max(history.get("requeues", 0), cluster.requeues())
-            metrics = run(cfg, run_dir, history=history,
+            metrics = run(cfg, run_dir, history=history, sweep_dir=sweep_dir,
                           on_stop=lambda name: cluster.requeue_after(name, requeue))
         except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, None, run_dir, stop,
+            stop_interrupted(cfg, None, run_dir, stop, sweep_dir=sweep_dir,
                              on_stop=lambda name: cluster.requeue_after(name, requeue))
         except Exception as err:
             reason = record_failure(cfg, run_dir, err)
