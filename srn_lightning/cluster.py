@@ -119,6 +119,8 @@ class SlurmLauncher(_PluginLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         import submitit
+
+        from srn_lightning.report import find_jobs
         from hydra.core.singleton import Singleton
         from hydra.core.utils import filter_overrides
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
@@ -146,18 +148,41 @@ class SlurmLauncher(_PluginLauncher):
         log.info("Slurm jobs: %s", ", ".join(f"#{n}={j.job_id}" for n, j in zip(numbers, jobs)))
         outcomes = wait(jobs)
         returns, unfinished = [], []
-        for num, job, (kind, value) in zip(numbers, jobs, outcomes):
+        for i, (num, job, (kind, value)) in enumerate(zip(numbers, jobs, outcomes)):
             if kind == "result" and getattr(value.status, "name", "") == "COMPLETED":
                 returns.append(value)
                 continue
-            reason = (f"failed: {first_line(value.return_value)}" if kind == "result"
-                      else record_ended_job(sweep_dir, num, job, value))
+            if kind == "result":
+                reason = f"failed: {last_line(value.return_value)}"
+            else:
+                if not any(n == num for n, _ in find_jobs(sweep_dir)):  # never started
+                    self.make_job_dir(job_overrides[i], initial_job_idx + i)
+                reason = record_ended_job(sweep_dir, num, job, value)
             unfinished.append(f"job {num} (Slurm {job.job_id}) {reason}")
         if unfinished:
             raise UserError(f"{len(unfinished)} of {len(jobs)} jobs did not finish: "
                             + "; ".join(unfinished) + f"; continue with: python -m "
                             f"srn_lightning.train -m resume={sweep_dir}")
         return returns
+
+
+    def make_job_dir(self, overrides, idx: int) -> None:
+        """The dir of a job that never started (cancelled while pending), as Hydra would have made
+        it: its overrides and config in .hydra/, so that it is a row of the report and a
+        continued sweep runs it."""
+        from omegaconf import OmegaConf, open_dict
+
+        from srn_lightning.files import write_atomic
+
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.num = idx
+        job_dir = Path(str(self.config.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+        (job_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        write_atomic(job_dir / ".hydra" / "overrides.yaml", OmegaConf.to_yaml(list(overrides)))
+        with open_dict(cfg):
+            del cfg["hydra"]
+        write_atomic(job_dir / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
 
 
 def register_launcher() -> None:
@@ -171,7 +196,8 @@ def register_launcher() -> None:
     Plugins.instance().register(Registered)
 
 
-def first_line(value: Any) -> str:
+def last_line(value: Any) -> str:
+    """The last line of an error or a traceback (what it says went wrong), at most 200 characters."""
     return (str(value).strip().splitlines() or [type(value).__name__])[-1][:200]
 
 
@@ -217,8 +243,8 @@ STEPD_LINE = re.compile(r"\*\*\* (?:JOB|STEP) \S+ ON \S+ CANCELLED AT \S+(?: DUE
 
 def how_it_ended(job) -> str:
     """Slurm's state of a job that ended without a result: sacct's (`CANCELLED by 0`, `FAILED`,
-    `TIMEOUT`, `OUT_OF_MEMORY`, `NODE_FAIL`), else slurmstepd's line in the job's stderr, else
-    `ended without a result`."""
+    `TIMEOUT`, `OUT_OF_MEMORY`, `NODE_FAIL`), else slurmstepd's line in the job's stderr (a job
+    without one never started), else `ended without a result`."""
     try:
         state = job.get_info(mode="force").get("State")
     except Exception:  # no accounting: sacct fails
@@ -227,6 +253,8 @@ def how_it_ended(job) -> str:
         return state
     try:
         matches = STEPD_LINE.findall(job.paths.stderr.read_text(errors="replace"))
+    except FileNotFoundError:  # left the queue before it started: what takes a job out so is scancel
+        return "CANCELLED before it started (no accounting to say more)"
     except OSError:
         matches = []
     if matches:
@@ -243,7 +271,7 @@ def record_ended_job(sweep_dir: Path, num: int, job, how) -> str:
     from srn_lightning import record
     from srn_lightning.report import find_jobs
 
-    how = first_line(how) if not isinstance(how, str) else how
+    how = last_line(how) if not isinstance(how, str) else how
     status = "cancelled" if how.startswith("CANCELLED") else "failed"
     reason = f"Slurm job {job.job_id} {how}"
     dirs = [d for n, d in find_jobs(sweep_dir) if n == num]
@@ -252,7 +280,7 @@ def record_ended_job(sweep_dir: Path, num: int, job, how) -> str:
             earlier = record.read_metrics(dirs[0])
         except (OSError, ValueError):
             earlier = {}
-        if earlier.get("status") not in ("completed", "diverged"):
+        if earlier.get("status") not in ("completed", "diverged", "failed"):  # a job's own failure says why
             if not earlier:
                 from omegaconf import OmegaConf
 

@@ -163,18 +163,35 @@ def test_a_two_job_sweep_runs_on_slurm_with_its_records_and_report(cluster, tmp_
     assert "srun" not in logs.replace("srun: ", "") and "auto-requeue" not in logs  # Slurm handling
 
 
-def test_usr2_requeues_the_job_which_continues_to_the_numbers_of_an_uninterrupted_run(
-        cluster, tmp_path, data_dir, uninterrupted):
+def test_a_run_on_a_machine_with_srun_says_nothing_of_it(cluster, tmp_path, data_dir):
+    """A login node has `srun` on its PATH: Lightning would say it "is available but not used"."""
+    assert shutil.which("srun")
+    proc = run_cli([f"data.dir={data_dir}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path / 'run'}",
+                    "verbose=true", *QUIET], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = proc.stdout + proc.stderr + (tmp_path / "run" / "train.log").read_text()
+    assert "phase: record" in said and "srun" not in said and "SLURM" not in said
+
+
+# how a job is told to go and come back: (command, the signal the job gets)
+REQUEUES = {"USR2 (time limit, by hand)": (["scancel", "--signal=USR2"], "SIGUSR2"),
+            "scontrol requeue": (["scontrol", "requeue"], "SIGTERM")}
+
+
+@pytest.mark.parametrize("how", REQUEUES)
+def test_a_requeued_job_continues_to_the_numbers_of_an_uninterrupted_run(
+        cluster, tmp_path, data_dir, uninterrupted, how):
+    command, signal_name = REQUEUES[how]
     sweep = Sweep(tmp_path, [*SWEEP, f"data.dir={data_dir}", f"trainer.max_epochs={EPOCHS}", "seed=0"])
     sweep.wait_for_checkpoint(0)
-    subprocess.run(["scancel", "--signal=USR2", sweep.slurm_id(0)], check=True)
+    subprocess.run([*command, sweep.slurm_id(0)], check=True)
     rc, out, _ = sweep.finish()
     assert rc == 0, out[-3000:]
     job = sweep.job_dir(0)
     logs = "".join(p.read_text() for p in sweep.dir().glob(".submitit/*/*_log.*"))
-    assert "interrupted by SIGUSR2 during fit" in logs and "continues from" in logs
+    assert f"interrupted by {signal_name} during fit" in logs and "continues from" in logs
     m = metrics(job)
-    assert (m["status"], m["epochs"], m["requeues"], m["requeue_signals"]) == ("completed", EPOCHS, 1, ["SIGUSR2"])
+    assert (m["status"], m["epochs"], m["requeues"], m["requeue_signals"]) == ("completed", EPOCHS, 1, [signal_name])
     assert rows(sweep.dir())[0]["status"] == "completed"
     assert_same_run(job, uninterrupted(0))
 
@@ -214,20 +231,24 @@ def no_sacct_env(tmp_path: Path) -> dict:
 def test_a_cancelled_job_ends_the_sweep_non_zero_naming_it_with_a_cancelled_row(
         cluster, tmp_path, data_dir, accounting):
     env = no_sacct_env(tmp_path) if accounting == "no sacct" else None
-    sweep = Sweep(tmp_path, [*SWEEP, f"data.dir={data_dir}", f"trainer.max_epochs={EPOCHS}", "seed=0,1"], env)
+    # 3 jobs of one CPU on a node of 2: job 2 waits for one of the others
+    sweep = Sweep(tmp_path, [*SWEEP, f"data.dir={data_dir}", f"trainer.max_epochs={EPOCHS}", "seed=0,1,2"], env)
     sweep.wait_for_checkpoint(1)
-    cancelled = sweep.slurm_id(1)
-    subprocess.run(["scancel", cancelled], check=True)
+    running, pending = sweep.slurm_id(1), sweep.slurm_id(2)
+    assert not list(sweep.dir().glob("2_*"))
+    subprocess.run(["scancel", running, pending], check=True)
     t0 = time.monotonic()
     rc, out, _ = sweep.finish()
     last = out.strip().splitlines()
     assert rc != 0
     line = next(l for l in last if l.startswith("error: "))
-    assert f"1 of 2 jobs did not finish: job 1 (Slurm {cancelled}) cancelled" in line, line
+    assert (f"2 of 3 jobs did not finish: job 1 (Slurm {running}) cancelled" in line
+            and f"job 2 (Slurm {pending}) cancelled" in line), line
     assert "resume=" in line
     report = rows(sweep.dir())
-    assert (report[0]["status"], report[1]["status"]) == ("completed", "cancelled")
-    assert cancelled in report[1]["error"]
+    assert [report[n]["status"] for n in range(3)] == ["completed", "cancelled", "cancelled"]
+    assert running in report[1]["error"] and pending in report[2]["error"]
     assert metrics(sweep.job_dir(1))["signal"] == "SIGTERM"  # the job's own record, kept
+    assert report[2]["seed"] == "2" and report[2]["dir"].startswith("2_seed=2")  # never started: its row
     # the launching process noticed within its bound of the job's end (job 0 ran on meanwhile)
     assert time.monotonic() - t0 < 120
