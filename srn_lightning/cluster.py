@@ -35,8 +35,8 @@ from typing import Any, Sequence
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as _PluginLauncher
 
-from srn_lightning.config import job_number
 from srn_lightning.errors import UserError
+from srn_lightning.preflight import job_number
 
 log = logging.getLogger(__name__)
 
@@ -119,12 +119,12 @@ class SlurmLauncher(_PluginLauncher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):
         import submitit
-
-        from srn_lightning.report import find_jobs
         from hydra.core.singleton import Singleton
         from hydra.core.utils import filter_overrides
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
         from omegaconf import OmegaConf
+
+        from srn_lightning.report_jobs import find_jobs
 
         # The executor and its parameters as the plugin's launch makes them
         init_keys = {"max_num_timeout"}
@@ -269,7 +269,7 @@ def record_ended_job(sweep_dir: Path, num: int, job, how) -> str:
     `failed` (with Slurm's reason in `error`), keeping what the job wrote itself (an interrupted
     record's phase, signal, epochs). Returns what the line of the launching process says."""
     from srn_lightning import record
-    from srn_lightning.report import find_jobs
+    from srn_lightning.report_jobs import find_jobs
 
     how = last_line(how) if not isinstance(how, str) else how
     status = "cancelled" if how.startswith("CANCELLED") else "failed"
