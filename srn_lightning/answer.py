@@ -14,8 +14,9 @@ from srn_lightning.files import shown
 PARAMETERS = ("W", "U", "b")
 
 
-def lines(metrics: dict, columns: dict, run_dir) -> list[str]:
-    """The answer of a run that reached its test (`completed` or `diverged`), line by line."""
+def lines(metrics: dict, columns: dict, run_dir, launched=None) -> list[str]:
+    """The answer of a run that reached its test (`completed` or `diverged`), line by line; its
+    paths relative to `launched`, where the command was launched (by default the working dir)."""
     run_dir = Path(run_dir)
     status = metrics["status"]
     if status == "diverged":
@@ -30,10 +31,13 @@ def lines(metrics: dict, columns: dict, run_dir) -> list[str]:
         out.append(f"{head}{name}: peak {_num(metrics.get(f'{name}_pre_max'))}"
                    + ("" if step is None else f" at step {step}")
                    + f", last {_num(metrics.get(f'{name}_pre_last'))}")
-    where = shown(run_dir)
-    out += [f"run dir: {where}",
-            f"figure: {shown(run_dir / (record.FIGURE_STEM + '.png'))}",
-            f"dashboards: tensorboard --logdir {shlex.quote(str(where))}"]
+    where = shown(run_dir, launched)
+    figure = run_dir / (record.FIGURE_STEM + ".png")
+    out.append(f"run dir: {where}")
+    if figure.is_file():  # an answer names only what the run wrote
+        out.append(f"figure: {shown(figure, launched)}")
+    if (run_dir / "tb").is_dir():
+        out.append(f"dashboards: tensorboard --logdir {shlex.quote(str(where))}")
     return out
 
 

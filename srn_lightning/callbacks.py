@@ -5,6 +5,7 @@ the spectral norm of U), stop on non-finite values (`StopOnNonFinite`), write wh
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -223,6 +224,9 @@ class StopOnNonFinite(Callback):
             raise Diverged(trainer.global_step - 1)
 
 
+LOG10_FLOOR = -10.0  # what a log10 tag shows for a value below 1e-10, exactly 0 included
+
+
 class RowWriter(Callback):
     """Writes the rows of a `RowMonitor` to a CSV (header: the monitor's `columns`) and the columns
     named in `tags` to every logger, under those tags, at each row's step. It writes at the end of
@@ -230,22 +234,37 @@ class RowWriter(Callback):
     when training ends or fails. When a fit starts, the CSV is written anew from the monitor's rows
     (a resumed run's rows come from its checkpoint).
 
+    Two views of a column for the loggers, which a dashboard's defaults cannot hide (TensorBoard
+    smooths a line and scales its chart to the 5th-95th percentile of its points, so a one-step
+    spike is off the chart and a fall to 0 is squashed under it): `log10_tags`, log10 of the value
+    (floored at LOG10_FLOOR: a norm of exactly 0 reads -10), and `peak_tags`, the largest finite
+    value so far, which holds a one-step spike's height for every step after it. A peak is logged
+    at the steps where it rises and at the last step of every write (each epoch's end): the same
+    line for a fraction of the events (a scalar costs the training thread about 50 us).
+
     Args:
         monitor: the monitor whose rows to write.
         csv_path: where the CSV goes.
-        tags: column -> logger tag, for the columns the loggers get.
+        tags: column -> logger tag, for the columns the loggers get as they are.
+        log10_tags: column -> logger tag, for the columns the loggers get as log10.
+        peak_tags: column -> logger tag, for the columns the loggers get as their peak so far.
 
     Example::
 
         monitor = GradNormMonitor(module.tracked_parameters())
-        writer = RowWriter(monitor, run_dir / "grad_norms.csv", {"loss": "train/loss"})
+        writer = RowWriter(monitor, run_dir / "grad_norms.csv", {"loss": "train/loss"},
+                           log10_tags={"W_pre": "grad_norm_pre_log10/W"})
         Trainer(callbacks=[monitor, writer])
     """
 
-    def __init__(self, monitor: RowMonitor, csv_path, tags: Mapping[str, str]) -> None:
+    def __init__(self, monitor: RowMonitor, csv_path, tags: Mapping[str, str],
+                 log10_tags: Mapping[str, str] | None = None, peak_tags: Mapping[str, str] | None = None) -> None:
         self.monitor, self.csv_path = monitor, Path(csv_path)
         self.tags = [(monitor.columns.index(c), tag) for c, tag in tags.items()]
+        self.log10_tags = [(monitor.columns.index(c), tag) for c, tag in (log10_tags or {}).items()]
+        self.peak_tags = [(monitor.columns.index(c), tag) for c, tag in (peak_tags or {}).items()]
         self._written = 0
+        self._peaks: dict[int, float] = {}
 
     def on_fit_start(self, trainer, pl_module) -> None:
         rows = self.monitor.rows()  # a resumed run's rows before its checkpoint; none in a new run
@@ -253,6 +272,28 @@ class RowWriter(Callback):
         with open_nofollow(self.csv_path, "w") as f:
             f.write(csv_text([self.monitor.columns, *rows]))
         self._written = len(rows)
+        self._peaks = {}
+        for row in rows:  # a resumed run's peaks go on from those of its steps before
+            self._peak(row)
+
+    def _peak(self, row: list) -> dict[str, float]:
+        """The peaks that rise at `row`, by tag."""
+        rose = {}
+        for i, tag in self.peak_tags:
+            if math.isfinite(row[i]) and row[i] > self._peaks.get(i, -math.inf):
+                self._peaks[i] = rose[tag] = row[i]
+        return rose
+
+    def scalars(self, row: list, last: bool = False) -> dict[str, float]:
+        """What the loggers get for one row: its tags, its log10 tags, and the peaks that rise at it
+        (every peak so far at the `last` row of a write)."""
+        out = {tag: row[i] for i, tag in self.tags}
+        out |= {tag: max(math.log10(row[i]), LOG10_FLOOR) if row[i] > 0 else LOG10_FLOOR
+                for i, tag in self.log10_tags if not math.isnan(row[i])}
+        rose = self._peak(row)
+        if last:
+            rose = {tag: self._peaks[i] for i, tag in self.peak_tags if i in self._peaks}
+        return out | rose
 
     def flush(self, trainer) -> None:
         rows = self.monitor.rows(self._written)
@@ -261,10 +302,11 @@ class RowWriter(Callback):
         with open_nofollow(self.csv_path, "a") as f:
             f.write(csv_text(rows))
         self._written += len(rows)
-        if self.tags:
+        if self.tags or self.log10_tags or self.peak_tags:
+            scalars = [(self.scalars(row, last=n == len(rows) - 1), row[0]) for n, row in enumerate(rows)]
             for logger in trainer.loggers:
-                for row in rows:
-                    logger.log_metrics({tag: row[i] for i, tag in self.tags}, step=row[0])
+                for values, step in scalars:
+                    logger.log_metrics(values, step=step)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self.flush(trainer)

@@ -25,7 +25,14 @@ from srn_lightning.errors import UserError
 
 CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # the YAML, shipped in the package: conf/config.yaml and its groups
 MIN_LENGTH = 3  # two digits to add, then at least one of noise
+# The book's files hold 500 lines of `length` digits (2 bytes each): 100 MB at this bound, and a step
+# keeps several [batch, length, hidden] tensors for backward (gigabytes at batch 64): beyond it, a
+# typo (an extra zero or three) would fill the memory before it failed.
+MAX_LENGTH = 100_000
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
+# Widths of the embedding and the hidden state: an LSTM's U at this bound is 4096 x 16384 floats
+# (256 MB, twice that with its gradient); beyond it, a typo would try to allocate tens of GB.
+MAX_WIDTH = 4096
 
 
 class ClipMode(StrEnum):
@@ -97,6 +104,7 @@ def key(default=MISSING, *, role: Role, ok: Callable[[Any, Any], bool] | None = 
 
 BOOL = {"ok": lambda v, c: isinstance(v, bool), "allowed": "true or false"}
 AT_LEAST_1 = {"ok": lambda v, c: _int(v) and v >= 1, "allowed": "an integer >= 1"}
+WIDTH = {"ok": lambda v, c: _int(v) and 1 <= v <= MAX_WIDTH, "allowed": f"an integer in 1..{MAX_WIDTH}"}
 
 
 @dataclass
@@ -112,8 +120,8 @@ class ClipConfig:  # set by the clip preset, conf/clip/
 @dataclass
 class ModelConfig:
     cell: Cell = key(role=Role.run, ok=lambda v, c: v in list(Cell), allowed=_choices(Cell))  # conf/model/
-    input_size: int = key(32, role=Role.run, **AT_LEAST_1)  # embedding size of a digit
-    hidden_size: int = key(32, role=Role.run, **AT_LEAST_1)
+    input_size: int = key(32, role=Role.run, **WIDTH)  # embedding size of a digit
+    hidden_size: int = key(32, role=Role.run, **WIDTH)
 
 
 @dataclass
@@ -138,8 +146,8 @@ class Config:
 
     clip: ClipConfig = key(role=Role.run, factory=ClipConfig)
     trainer: dict[str, Any] = key(role=Role.operate, factory=dict)  # any Trainer argument: conf/trainer/
-    length: int = key(20, role=Role.run, ok=lambda v, c: _int(v) and v >= MIN_LENGTH,
-                      allowed=f"an integer >= {MIN_LENGTH} (two digits to add, then noise)")
+    length: int = key(20, role=Role.run, ok=lambda v, c: _int(v) and MIN_LENGTH <= v <= MAX_LENGTH,
+                      allowed=f"an integer in {MIN_LENGTH}..{MAX_LENGTH} (two digits to add, then noise)")
     lr: float = key(0.2, role=Role.run, ok=lambda v, c: is_number(v) and v > 0, allowed="a finite number > 0")
     seed: int = key(0, role=Role.run, ok=lambda v, c: _int(v) and 0 <= v <= MAX_SEED,
                     allowed=f"an integer in 0..{MAX_SEED}")
@@ -213,8 +221,11 @@ RULES = [
          "an integer >= 1"),
     # The grad-norm record is per process: more than one device or node would need a record that
     # gathers them, which the project does not have.
-    Rule("trainer.devices", lambda v, c: v == 1 or v == "1" or (_is_list(v) and len(v) == 1),
-         "1 or a list of one device: the grad-norm record is per process"),
+    Rule("trainer.devices", lambda v, c: v == 1 or v == "1" or (
+        _is_list(v) and len(v) == 1 and c.trainer.get("accelerator") in ("gpu", "cuda")),
+         "1, or a list of one GPU with trainer.accelerator=gpu: the grad-norm record is per process"),
+    Rule("trainer.check_val_every_n_epoch",
+         lambda v, c: "check_val_every_n_epoch" not in c.trainer or (_int(v) and v >= 1), "an integer >= 1"),
     Rule("trainer.num_nodes", lambda v, c: "num_nodes" not in c.trainer or v == 1,
          "1: the grad-norm record is per process"),
     Rule("trainer.max_steps", lambda v, c: "max_steps" not in c.trainer or (_int(v) and (v == -1 or v >= 1)),
@@ -237,6 +248,9 @@ RESERVED_TRAINER_KEYS = {
     "accumulate_grad_batches": "the grad norms are recorded per optimizer step, one batch each",
     "plugins": "the run's checkpoint IO (a resumed checkpoint is read once) and cluster environment "
                "(one requeue mechanism: srn_lightning/cluster.py) are the project's",
+    "barebones": "it turns off the logger and checkpoints the run's record is made of",
+    "fast_dev_run": "it writes no checkpoints and no TensorBoard events; for a quick try, "
+                    "trainer.max_epochs=1 (and +trainer.limit_train_batches=1)",
 }
 
 

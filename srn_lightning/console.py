@@ -25,11 +25,22 @@ log = logging.getLogger(__name__)
 CHATTY = ("lightning", "pytorch_lightning")
 
 
+# A record logged with extra={CONSOLE: False} goes to train.log only: the console says it otherwise.
+CONSOLE = "console"
+
+
 class QuietLightning(logging.Filter):
     """Lets Lightning's warnings and errors through, not its INFO lines."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or not record.name.startswith(CHATTY)
+
+
+class LogFileOnly(logging.Filter):
+    """Keeps the records logged with extra={CONSOLE: False} off the console."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(record, CONSOLE, True)
 
 
 class JobPrefix(logging.Formatter):
@@ -55,6 +66,8 @@ def setup_console(verbose: bool, job_num: int | None) -> None:
     write to one terminal. Python warnings go through the log too, so they get the prefix and land
     in train.log."""
     for handler in console_handlers():
+        if not any(isinstance(f, LogFileOnly) for f in handler.filters):
+            handler.addFilter(LogFileOnly())
         if not verbose and not any(isinstance(f, QuietLightning) for f in handler.filters):
             handler.addFilter(QuietLightning())
         if job_num is not None and not isinstance(handler.formatter, JobPrefix):

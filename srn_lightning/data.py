@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
-from srn_lightning.config import MIN_LENGTH
+from srn_lightning.config import MAX_LENGTH, MIN_LENGTH
 from srn_lightning.errors import UserError
 from srn_lightning.files import write_atomic
 
@@ -27,6 +27,13 @@ BOOK_SEED = 0
 SPLITS = ("train", "dev", "test")
 COPIES = {"train": 3, "dev": 1, "test": 1}  # noisy copies of each of the 100 base pairs
 NUM_CLASSES = 19  # labels 0..18
+
+
+def batches(split: str, batch_size: int, limit=1.0) -> int:
+    """The batches an epoch of `split` has at `batch_size`, under a Trainer `limit_<split>_batches`
+    (a count, or a share of them rounded down, as Lightning takes it)."""
+    n = -(-100 * COPIES[split] // batch_size)  # 100 base pairs, each k times; the last batch partial
+    return min(n, limit) if isinstance(limit, int) and not isinstance(limit, bool) else int(n * limit)
 
 
 class DataFileError(UserError, ValueError):
@@ -52,9 +59,9 @@ def generate(lengths=BOOK_LENGTHS, seed: int = BOOK_SEED) -> dict[int, dict[str,
     rng = np.random.RandomState(seed)  # the same stream as np.random.seed(seed) + np.random.randint
     out = {}
     for length in lengths:
-        if length < MIN_LENGTH:
-            raise ValueError(f"every length must be an integer >= {MIN_LENGTH} (two digits plus noise), "
-                             f"got {length}")
+        if not MIN_LENGTH <= length <= MAX_LENGTH:
+            raise ValueError(f"every length must be an integer in {MIN_LENGTH}..{MAX_LENGTH} (two digits "
+                             f"plus noise), got {length}")
         out[length] = {split: _make_split(rng, length, COPIES[split]) for split in SPLITS}
     return out
 
@@ -112,15 +119,15 @@ def read_split(path, length: int | None = None) -> tuple[torch.Tensor, torch.Ten
                 raise DataFileError(f"{where}: truncated (no end of line)")
             parts = line.rstrip("\n").split("\t")
             if len(parts) != 2:
-                raise DataFileError(f"{where}: expected 'digits<TAB>label', got {line.rstrip()!r}")
+                raise DataFileError(f"{where}: expected 'digits<TAB>label', got {quoted(line.rstrip())}")
             tokens, label = parts[0].split(" "), parts[1]
             bad = next((t for t in tokens if t not in _DIGITS), None)
             if bad is not None:
-                raise DataFileError(f"{where}: token {bad!r} is not a digit 0-9")
+                raise DataFileError(f"{where}: token {quoted(bad)} is not a digit 0-9")
             if length is not None and len(tokens) != length:
                 raise DataFileError(f"{where}: {len(tokens)} digits, expected {length}")
-            if not label.isdigit() or not 0 <= int(label) < NUM_CLASSES:
-                raise DataFileError(f"{where}: label {label!r} is outside 0..{NUM_CLASSES - 1}")
+            if label not in _LABELS:
+                raise DataFileError(f"{where}: label {quoted(label)} is outside 0..{NUM_CLASSES - 1}")
             seqs.append([int(t) for t in tokens])
             labels.append(int(label))
     if not seqs:
@@ -131,6 +138,15 @@ def read_split(path, length: int | None = None) -> tuple[torch.Tensor, torch.Ten
 
 
 _DIGITS = frozenset("0123456789")
+_LABELS = frozenset(map(str, range(NUM_CLASSES)))  # as the book writes them: "0".."18"
+QUOTE_CHARS = 40  # of a bad line or token in an error: enough to find it, never a line of megabytes
+
+
+def quoted(text: str) -> str:
+    """`text` as an error quotes it: repr'd, and its start only when it is long."""
+    if len(text) <= QUOTE_CHARS:
+        return repr(text)
+    return f"{text[:QUOTE_CHARS]!r}... ({len(text)} characters)"
 
 
 class DigitSumDataModule(LightningDataModule):
@@ -201,19 +217,23 @@ def main(argv=None) -> None:
         description="Write the book's digit-sum files DIR/<length>/{train,dev,test}.txt.",
     )
     parser.add_argument("--out", required=True, help="output directory")
-    parser.add_argument(
-        "--lengths", type=int, nargs="+", default=list(BOOK_LENGTHS), help=f"sequence lengths (>= {MIN_LENGTH})"
-    )
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(BOOK_LENGTHS),
+                        help=f"sequence lengths ({MIN_LENGTH}..{MAX_LENGTH})")
     args = parser.parse_args(argv)
-    bad = [n for n in args.lengths if n < MIN_LENGTH]
-    if bad:
-        parser.error(f"--lengths: every length must be an integer >= {MIN_LENGTH}, got {bad[0]}")
-    for length in args.lengths:
-        ensure_files(args.out, length, regenerate=True)
-        for split in SPLITS:
-            path = split_path(args.out, length, split)
-            print(f"{path}  sha256 {sha256(path)}")
-
+    try:
+        if not args.out.strip():
+            raise UserError("--out: a directory path, not an empty one")
+        bad = [n for n in args.lengths if not MIN_LENGTH <= n <= MAX_LENGTH]
+        if bad:
+            raise UserError(f"--lengths: every length must be an integer in {MIN_LENGTH}..{MAX_LENGTH}, "
+                            f"got {bad[0]}")
+        for length in args.lengths:
+            ensure_files(args.out, length, regenerate=True)
+            for split in SPLITS:
+                path = split_path(args.out, length, split)
+                print(f"{path}  sha256 {sha256(path)}")
+    except UserError as err:  # one line, no usage text and no traceback
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
 
 if __name__ == "__main__":
     main()

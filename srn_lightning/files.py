@@ -4,7 +4,9 @@ a symbolic link."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import secrets
 import tempfile
 from pathlib import Path
 
@@ -21,22 +23,54 @@ def write_atomic(path, text: str) -> None:
 @contextlib.contextmanager
 def open_atomic(path, mode: str = "w", **kwargs):
     """A file object for `path` that lands there, whole, when the block ends (a temp file in the same
-    dir, renamed into place); on an error the temp file is removed and `path` is left as it was.
+    dir, renamed into place); on an error `path` is left as it was.
 
-    The file gets the mode a plain open() would give it under the process's umask (0644 under the
-    usual 022): mkstemp creates its file 0600, and the rename would carry that private mode over to
-    results that colleagues, TensorBoard or a web server running as another user must read."""
+    The temp file is unnamed while it is written (Linux's O_TMPFILE), so a process killed mid-write
+    (SIGKILL, the OOM killer) leaves nothing behind; it gets a name only for the instant before the
+    rename. Where the file system has no O_TMPFILE, a named temp file is removed on every error a
+    process lives through. The file gets the mode a plain open() would give it under the process's
+    umask (0644 under the usual 022), for colleagues, TensorBoard or a web server running as another
+    user."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _temp_file(path)
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode, **kwargs) as f:
+        with os.fdopen(fd, mode, closefd=False, **kwargs) as f:
             yield f
+        if tmp is None:
+            tmp = _name(fd, path)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+    finally:
+        os.close(fd)
+
+
+def _name(fd: int, path: Path) -> Path:
+    """Gives the unnamed file `fd` a temp name beside `path`."""
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(8)}.tmp"
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:  # with a dir fd, os.link is linkat(AT_SYMLINK_FOLLOW): /proc's link to the file is followed
+        os.link(f"/proc/self/fd/{fd}", tmp.name, dst_dir_fd=dir_fd, follow_symlinks=True)
+    finally:
+        os.close(dir_fd)
+    return tmp
+
+
+def _temp_file(path: Path) -> tuple[int, str | None]:
+    """A file to write `path`'s new content to: (fd, None) for an unnamed one in its dir, or (fd, name)
+    where the file system has no unnamed files."""
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):  # Linux; /proc names it later
+        try:
+            return os.open(path.parent, os.O_TMPFILE | os.O_WRONLY, 0o666), None  # the umask applies
+        except OSError as err:
+            if err.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's 0600 would be carried over by the rename
+    return fd, tmp
 
 
 def open_nofollow(path, mode: str):
@@ -72,10 +106,11 @@ def current_umask() -> int:
     return mask
 
 
-def shown(path) -> Path:
-    """`path` as a person reads it on the console: relative to where the command was launched when
-    it lies below it (shorter, and where the user typed outputs/ from), else as it is."""
+def shown(path, launched=None) -> Path:
+    """`path` as a person reads it on the console: relative to where the command was launched
+    (`launched`, by default the working dir) when it lies below it (shorter, and where the user typed
+    outputs/ from), else as it is."""
     try:
-        return Path(path).relative_to(os.getcwd())
+        return Path(path).relative_to(launched or os.getcwd())
     except ValueError:
         return Path(path)

@@ -30,6 +30,8 @@ class Measurement:
         summarise: its columns -> the numbers it adds to metrics.json.
         also: callbacks that act on its rows, after the monitor and before the CSV is written.
         charts: TensorBoard "custom scalars" charts, {title: {chart: [tags]}}.
+        log10_tags, peak_tags: column -> logger tag, for the columns the loggers also get as log10
+            and as their peak so far (callbacks.RowWriter: views TensorBoard's defaults cannot hide).
     """
 
     name: str
@@ -39,6 +41,8 @@ class Measurement:
     summarise: Callable[[dict], dict]
     also: list = field(default_factory=list)
     charts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+    log10_tags: dict[str, str] = field(default_factory=dict)
+    peak_tags: dict[str, str] = field(default_factory=dict)
 
     def columns(self) -> dict[str, list]:
         """Its rows so far as {column: values}."""
@@ -47,7 +51,8 @@ class Measurement:
     def callbacks(self, run_dir: Path) -> list:
         """The monitor, what acts on its rows, and the writer of its CSV and logger tags, in the
         order they must run."""
-        return [self.monitor, *self.also, RowWriter(self.monitor, run_dir / f"{self.name}.csv", self.tags)]
+        return [self.monitor, *self.also, RowWriter(self.monitor, run_dir / f"{self.name}.csv", self.tags,
+                                                     self.log10_tags, self.peak_tags)]
 
 
 def for_run(cfg, module) -> list[Measurement]:
@@ -64,6 +69,10 @@ def for_run(cfg, module) -> list[Measurement]:
         also=[StopOnNonFinite(monitor)],
         charts={"grad norms (W, U, b)": {f"{when}-clip": [f"grad_norm_{when}/{n}" for n in monitor.names]
                                          for when in ("pre", "post")}},
+        # the explosion as TensorBoard shows it by default: the pre-clip norms as log10 (the fall
+        # to 0) and as their peak so far (the one-step spike's height)
+        log10_tags={f"{n}_pre": f"grad_norm_pre_log10/{n}" for n in names},
+        peak_tags={f"{n}_pre": f"grad_norm_pre_peak/{n}" for n in names},
     )]
     if cfg.grad_time:
         found.append(Measurement(

@@ -10,9 +10,14 @@ STYLES = {"W": ("-", "#8E004D"), "U": ("-.", "#E20079"), "b": ("--", "#3D3D3F")}
 
 
 def plot_grad_norms(columns: dict, out_stem, keep_steps: int | None = None, title: str = ""):
+    """`grad_norms_figure` as `<out_stem>.png` and `.pdf`; returns the PNG's pixels, RGBA
+    [height, width, 4]."""
+    return _save_png_pdf(grad_norms_figure(columns, keep_steps, title), out_stem)
+
+
+def grad_norms_figure(columns: dict, keep_steps: int | None = None, title: str = ""):
     """The book's figure: the pre-clip L2 gradient norm of W, U and b (`columns["W_pre"]`, ...)
-    against `columns["step"]`, the first `keep_steps` steps (all if None). Writes `<out_stem>.png`
-    and `.pdf`; returns the PNG's pixels, RGBA [height, width, 4]."""
+    against `columns["step"]`, the first `keep_steps` steps (all if None)."""
     from matplotlib.figure import Figure
 
     steps = columns["step"]
@@ -26,18 +31,23 @@ def plot_grad_norms(columns: dict, out_stem, keep_steps: int | None = None, titl
     if title:
         ax.set_title(title, fontsize=10)
     ax.legend(loc="upper right")
-    return _save_png_pdf(fig, out_stem)
+    return fig
 
 
 def plot_grad_time(flow: dict, norms: dict, out_stem, title: str = ""):
+    """`grad_time_figure` as `<out_stem>.png` and `.pdf`; returns the PNG's pixels, RGBA
+    [height, width, 4]."""
+    return _save_png_pdf(grad_time_figure(flow, norms, title), out_stem)
+
+
+def grad_time_figure(flow: dict, norms: dict, title: str = ""):
     """How the gradient flows back through time, from the grad-time columns (`flow`: `step`,
     `sigma_max_U`, `h_1` .. `h_T`) and the grad-norm columns (`norms`, for the step of W's peak).
     Left: a heatmap, x the step, y the position t, colour log10 ||dL/dh_t|| (black: exactly 0, no
     gradient at all); positions 1 and 2 hold the two digits the label depends on. Middle: the
     profile g_t / g_T against t at the first step, at the step of W's peak pre-clip norm and at the
     last step. Right: the spectral norm of U against the step, with the line at 1 (below it the
-    gradient must vanish; above it, it may explode). Writes `<out_stem>.png` and `.pdf`; returns
-    the PNG's pixels, RGBA [height, width, 4]."""
+    gradient must vanish; above it, it may explode)."""
     import numpy as np
     from matplotlib import colormaps
     from matplotlib.figure import Figure
@@ -85,8 +95,7 @@ def plot_grad_time(flow: dict, norms: dict, out_stem, title: str = ""):
     sigma.set_title("largest singular value of U (line: 1)", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
-
-    return _save_png_pdf(fig, out_stem)
+    return fig
 
 
 def _save_png_pdf(fig, out_stem):
@@ -161,24 +170,34 @@ def median_band(curves: list) -> tuple:
     return steps, median, low, high
 
 
-def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: list, out_stem,
+def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_key: str, out_stem,
                title: str = ""):
+    """`sweep_figure` as `<out_stem>.png` and `.pdf`; returns the figure."""
+    fig = sweep_figure(panels, rows, cols, accuracy, x_key, title)
+    out_stem = Path(out_stem)
+    for suffix in (".png", ".pdf"):
+        _save_atomic(out_stem.with_suffix(suffix), lambda f: fig.savefig(f, format=suffix[1:], dpi=120))
+    return fig
+
+
+def sweep_figure(panels: dict, rows: list, cols: list, accuracy: dict, x_key: str, title: str = ""):
     """The sweep figure. Top: a grid of panels, one per (row, col) = (length, clip), each with the
     pre-clip gradient norm of W of every job in it against the step, log y; `panels[(row, col)]` is a list
     of (label, steps, norms), the same label (the seeds of one setting) drawn in the same colour.
-    Bottom: test accuracy, `accuracy[series] = [(x_label, mean, std, n), ...]`, mean with a std error
-    bar, `n` (the seeds it rests on) written next to it; with more than LEGEND_MAX series (a search's
-    trials), small points in one colour, the best at each x label starred and named.
-    Writes `<out_stem>.png` and `.pdf`."""
+    Bottom: test accuracy against the number `x_key` (length, lr, ...) on a numeric axis,
+    `accuracy[series] = [(x, mean, std, n), ...]`, mean with a std error bar; how many seeds the
+    points rest on is said once, in the panel's title. With more than LEGEND_MAX series (a search's
+    trials), small points in one colour, the best starred and named."""
     from matplotlib.figure import Figure
 
     # Fixed margins in inches, no layout engine: the report is redrawn while a sweep runs,
     # and constrained layout would double the cost of each drawing.
-    width, height = 3.0 * max(len(cols), 2) + 1.0, 2.2 * len(rows) + 3.4
+    width, height = 3.0 * max(len(cols), 2) + 1.0, 2.2 * len(rows) + 3.6
     fig = Figure(figsize=(width, height))
+    top = 0.7 if title else 0.45  # inches above the panels: the figure's title, then theirs
     grid = fig.add_gridspec(
         len(rows) + 1, len(cols), height_ratios=[2.2] * len(rows) + [2.4], hspace=0.5, wspace=0.12,
-        left=0.8 / width, right=1 - 0.2 / width, top=1 - 0.6 / height, bottom=0.5 / height,
+        left=0.8 / width, right=1 - 0.2 / width, top=1 - top / height, bottom=0.55 / height,
     )
     share = None
     for i, row in enumerate(rows):
@@ -203,43 +222,75 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
         # a dead gradient reaches 1e-20 or exactly 0: below NORM_FLOOR it runs off the bottom
         # rather than squash every living curve into a flat line
         share.set_ylim(bottom=max(NORM_FLOOR, min(positive)))
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # at a fixed height in inches, above the panels' titles at any number of rows
+        fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, va="top")
+    _draw_accuracy(fig.add_subplot(grid[-1, :]), accuracy, x_key)
+    return fig
 
-    ax = fig.add_subplot(grid[-1, :])
-    spread = 0.8 / max(len(accuracy), 1)  # series side by side around each length
+
+def _draw_accuracy(ax, accuracy: dict, x_key: str) -> None:
+    """Test accuracy against `x_key`: a line and error bars per series, each nudged a few points
+    sideways so that the bars of series at the same x stay apart; the x values are the data's own."""
+    from matplotlib.transforms import offset_copy
+
     many = len(accuracy) > LEGEND_MAX  # a search's trials: small points in one colour, the best named
-    best: dict = {}  # x label -> (mean, x, series) of the best series there
-    for k, (series, points) in enumerate(accuracy.items()):
-        xs = [x_labels.index(p[0]) + (k - (len(accuracy) - 1) / 2) * spread for p in points]
-        means = [p[1] for p in points]
+    xs_all = sorted({p[0] for points in accuracy.values() for p in points})
+    seeds = sorted({p[3] for points in accuracy.values() for p in points})
+    best: dict = {}  # x -> (mean, x, series) of the best point there
+    count: dict = {}  # x -> points there
+    for k, (series, points) in enumerate(accuracy.items()):  # in the panels' order: their colours
+        xs, means = [p[0] for p in points], [p[1] for p in points]
         stds = [p[2] or 0.0 for p in points]  # one seed: no spread to draw
-        line = "o-" if len(points) > 1 else "o"  # a series over lengths: accuracy against length
+        line = "o-" if len(points) > 1 else "o"  # a series over x: accuracy against x
+        for p in points:
+            count[p[0]] = count.get(p[0], 0) + 1
+            if p[0] not in best or p[1] > best[p[0]][0]:
+                best[p[0]] = (p[1], p[0], series)
         if many:
             ax.errorbar(xs, means, yerr=stds, fmt=line, color="C0", ms=3, lw=0.5, alpha=0.5)
-            for p, x, mean in zip(points, xs, means):
-                if p[0] not in best or mean > best[p[0]][0]:
-                    best[p[0]] = (mean, x, series)
             continue
-        ax.errorbar(xs, means, yerr=stds, fmt=line, capsize=4, label=series or "all jobs")
-        for x, mean, std, n in zip(xs, means, stds, (p[3] for p in points)):
-            ax.annotate(f"n={n}", (x, mean + std), textcoords="offset points", xytext=(3, 3), fontsize=7)
-    for mean, x, series in best.values():
-        ax.plot([x], [mean], "*", color="C3", ms=10)
+        nudge = offset_copy(ax.transData, fig=ax.figure, units="points",
+                            x=(k - (len(accuracy) - 1) / 2) * 4.0)
+        ax.errorbar(xs, means, yerr=stds, fmt=line, capsize=4, transform=nudge,
+                    label=series or "all jobs")
+        # drawn through the nudge, the bars are left out of the axes' data limits: put them in
+        ax.update_datalim([(x, m + sign * s) for x, m, s in zip(xs, means, stds) for sign in (-1, 1)])
+    ax.autoscale_view()
+    if max(count.values(), default=0) == 1:  # x is what the trials vary: the best of them all
+        best = dict([max(best.items(), key=lambda kv: kv[1][0])]) if best else {}
+    for mean, x, series in best.values() if many else ():  # the best at each x
+        ax.plot([x], [mean], "*", color="C3", ms=12)
         ax.annotate(f"best: {series} ({mean:.3g})", (x, mean), textcoords="offset points",
                     xytext=(8, -4), fontsize=7, color="C3")
-    ax.set_xticks(range(len(x_labels)), x_labels)
-    ax.set_xlim(-0.6, len(x_labels) - 0.4)
+    _numeric_axis(ax, xs_all)
+    ax.set_xlabel(x_key)
     ax.set_ylabel("test accuracy")
-    ax.set_title(f"test accuracy of {len(accuracy)} settings, the best starred" if many else
-                 "test accuracy: mean and std over seeds (n = seeds)", fontsize=9)
-    if len(accuracy) <= LEGEND_MAX:
+    over = (f"{seeds[0]} seed{'s' if seeds[0] != 1 else ''}" if len(seeds) == 1
+            else f"{seeds[0]} to {seeds[-1]} seeds")
+    if many:
+        ax.set_title(f"test accuracy of {len(accuracy)} settings (each over {over}), the best starred",
+                     fontsize=9)
+    else:
+        ax.set_title("test accuracy (1 seed)" if seeds == [1] else
+                     f"test accuracy: mean and std over {over}", fontsize=9)
+    if accuracy and not many:
         ax.legend(fontsize=8)
 
-    out_stem = Path(out_stem)
-    for suffix in (".png", ".pdf"):
-        _save_atomic(out_stem.with_suffix(suffix), lambda f: fig.savefig(f, format=suffix[1:], dpi=120))
-    return fig
+
+def _numeric_axis(ax, xs: list) -> None:
+    """The x axis for the values `xs`: linear; log where they are positive and span a factor of 20
+    or more (learning rates); symmetric-log where 0 is one of them and the others span decades
+    (weight decay 0, 0.01, 0.1, 1). A tick at each value when there are few."""
+    positive = [x for x in xs if x > 0]
+    if positive and len(positive) == len(xs) and max(xs) / min(xs) >= 20:
+        ax.set_xscale("log")
+    elif positive and len(positive) == len(xs) - 1 and min(xs) == 0 and max(positive) / min(positive) >= 20:
+        ax.set_xscale("symlog", linthresh=min(positive))
+    if 0 < len(xs) <= 8:
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
+    if len(xs) == 1:  # one value: room on both sides of it
+        ax.set_xlim(xs[0] - max(1, abs(xs[0]) / 2), xs[0] + max(1, abs(xs[0]) / 2))
 
 
 def _save_atomic(path: Path, save) -> None:

@@ -14,11 +14,13 @@ import os
 import tempfile
 from pathlib import Path
 
+import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from srn_lightning import locks, report_jobs, resume
 from srn_lightning.config import ConfigError, did_you_mean, trainer_arguments, validate
+from srn_lightning.data import batches
 from srn_lightning.errors import UserError
 
 MAX_DIR_NAME = 240  # bytes; file systems allow 255 in a name
@@ -33,19 +35,81 @@ def check_job(cfg, run_dir) -> None:
     """Everything a job's config must pass before the job creates anything; the run dir itself is
     `check_run_dir`'s (a sweep's job dirs are Hydra's, made before the job starts)."""
     validate(cfg)
+    check_batches(cfg)
     check_data_dir(cfg)
     check_trainer_keys(cfg.trainer)  # it imports Lightning: after the quick checks
     resume.check_resume(cfg, run_dir)  # the checkpoint fits the run
 
 
 def check_trainer_keys(trainer_cfg) -> None:
-    """Keys added with `+trainer.x=...` must be Trainer arguments, and the accelerator one this
-    machine has (imports Lightning)."""
+    """Keys added with `+trainer.x=...` must be Trainer arguments, the accelerator one this machine
+    has, and the whole set one Lightning accepts (imports Lightning)."""
     known = trainer_arguments()
     for key in trainer_cfg:
         if key not in known:
             raise ConfigError(f"trainer.{key}", trainer_cfg[key], f"a Trainer argument{did_you_mean(key, known)}")
     check_accelerator(trainer_cfg.get("accelerator", "auto"))
+    try_trainer(trainer_cfg)
+
+
+def try_trainer(trainer_cfg) -> None:
+    """Builds a Trainer from the run's arguments (without the run's logger, callbacks and dirs, which
+    the project sets): what Lightning refuses (a precision, a plugin, a strategy it does not know) is
+    refused here, in one line that names the argument, before anything is created. A Trainer that is
+    only built writes nothing; its INFO lines (hardware found) and warnings are held back: the run's
+    own Trainer gives them."""
+    import logging
+    import warnings
+
+    from omegaconf import OmegaConf
+
+    kwargs = trainer_cfg if isinstance(trainer_cfg, dict) else OmegaConf.to_container(trainer_cfg)
+    chatty = logging.getLogger("lightning.pytorch")
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reason = _refusal(kwargs)
+            # the argument to blame: the first one that Lightning refuses on its own
+            blamed = [(k, why) for k in kwargs if reason and (why := _refusal({k: kwargs[k]}))]
+    finally:
+        chatty.setLevel(level)
+    if reason is None:
+        return
+    if not blamed:
+        raise UserError(f"trainer: Lightning refuses this set of Trainer arguments together: {reason}")
+    key, why = blamed[0]
+    raise ConfigError(f"trainer.{key}", kwargs[key], f"one Lightning accepts ({why})")
+
+
+def _refusal(kwargs: dict) -> str | None:
+    """Lightning's first line against a Trainer built from `kwargs`, shortened; None if it builds."""
+    from lightning.pytorch import Trainer
+
+    try:
+        Trainer(**{**kwargs, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
+                   "enable_model_summary": False})
+    except Exception as err:  # Lightning's own words: MisconfigurationException, ValueError, TypeError
+        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        return line if len(line) <= 160 else line[:157] + "..."
+    return None
+
+
+def check_batches(cfg) -> None:
+    """Every split gets at least one batch under its `limit_*_batches`, and `max_steps` reaches the
+    end of the first epoch, where the dev accuracy the best checkpoint is chosen by is measured."""
+    split_of = {"train": "train", "val": "dev", "test": "test"}
+    for stage, split in split_of.items():
+        key = f"limit_{stage}_batches"
+        if key in cfg.trainer and batches(split, cfg.batch_size, cfg.trainer[key]) < 1:
+            raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"a share that leaves at least one batch of "
+                              f"the {batches(split, cfg.batch_size)} of {split} at batch_size={cfg.batch_size}")
+    per_epoch = batches("train", cfg.batch_size, cfg.trainer.get("limit_train_batches", 1.0))
+    steps = cfg.trainer.get("max_steps", -1)
+    if steps != -1 and steps < per_epoch:
+        raise ConfigError("trainer.max_steps", steps, f"-1 or at least the {per_epoch} steps of one epoch "
+                          "(the dev accuracy is measured at an epoch's end)")
 
 
 def check_accelerator(accelerator) -> None:
@@ -62,9 +126,10 @@ def check_accelerator(accelerator) -> None:
 def check_data_dir(cfg) -> None:
     """The data dir can take the book's files of the run's length, where they are still to be
     written (relative to where the run was launched, as the run reads them)."""
-    files = [Path(cfg.data.dir) / str(cfg.length) / f"{s}.txt" for s in ("train", "dev", "test")]
+    data_dir = Path(hydra.utils.to_absolute_path(cfg.data.dir))  # a job's working dir may be its own
+    files = [data_dir / str(cfg.length) / f"{s}.txt" for s in ("train", "dev", "test")]
     if cfg.data.regenerate or not all(f.exists() for f in files):
-        check_writable_dir(cfg.data.dir, "data.dir")
+        check_writable_dir(data_dir, "data.dir")
 
 
 def check_writable_dir(path, key: str) -> None:
@@ -161,6 +226,9 @@ class CheckConfig(Callback):
     def on_run_start(self, config, **kwargs) -> None:
         run_dir = config.hydra.run.dir
         try:
+            if config.hydra.output_subdir != ".hydra":
+                raise ConfigError("hydra.output_subdir", config.hydra.output_subdir, ".hydra (left as it is): "
+                                  "a run keeps its config there, and resume= reads it")
             check_run_dir(run_dir, config.resume)
             check_job(config, run_dir)
             locks.hold(run_dir)  # for the whole process: before Hydra writes the dir's first file
@@ -173,6 +241,10 @@ class CheckConfig(Callback):
         # each job's values are checked in the job: a bad one fails that job, not the sweep
         sweep_dir = config.hydra.sweep.dir
         try:
+            n_jobs = config.hydra.launcher.get("n_jobs", 1)
+            if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs != 0):
+                raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a non-zero integer (negative: that many "
+                                  "fewer than the cores plus one, as joblib counts)")
             check_writable_dir(sweep_dir, "hydra.sweep.dir")
             continues = os.environ.get(resume.CONTINUE_ENV) == "1"  # resume=SWEEP_DIR: its own jobs, again
             first = 0 if continues else first_job_number(sweep_dir, config.sweep_add)

@@ -132,11 +132,52 @@ def write_metrics(run_dir, metrics: dict) -> None:
 
 def read_metrics(run_dir) -> dict:
     """A run's metrics.json; raises FileNotFoundError, or ValueError when it is not a JSON object
-    with a status."""
-    metrics = json.loads((Path(run_dir) / METRICS_NAME).read_text())
+    with a status (read bounded: a file of any size or nesting is one ValueError)."""
+    metrics = _parse(Path(run_dir) / METRICS_NAME, json.loads)
     if not isinstance(metrics, dict) or "status" not in metrics:
         raise ValueError("not a JSON object with a status")
     return metrics
+
+
+def read_overrides(run_dir) -> list[str]:
+    """A run's `.hydra/overrides.yaml`: a YAML list of at most MAX_OVERRIDES strings; raises
+    FileNotFoundError, or ValueError for anything else. Read bounded and without YAML aliases (a few
+    hundred bytes of nested aliases expand to gigabytes): a crafted file can neither hang a reader
+    nor fill its memory."""
+    saved = _parse(Path(run_dir) / ".hydra" / "overrides.yaml", _plain_yaml) or []
+    if not isinstance(saved, list) or len(saved) > MAX_OVERRIDES or not all(isinstance(o, str) for o in saved):
+        raise ValueError(f"not a YAML list of at most {MAX_OVERRIDES} overrides")
+    return saved
+
+
+MAX_RECORD_BYTES = 64 * 1024  # metrics.json and overrides.yaml are a few hundred bytes
+MAX_OVERRIDES = 256
+
+
+def _parse(path: Path, parse):
+    """`parse(text)` of a record file read bounded; its every failure a ValueError."""
+    with path.open("rb") as f:
+        raw = f.read(MAX_RECORD_BYTES + 1)
+    if len(raw) > MAX_RECORD_BYTES:
+        raise ValueError(f"larger than {MAX_RECORD_BYTES // 1024} KiB, not a record this project writes")
+    try:
+        return parse(raw.decode())
+    except RecursionError:  # nested deeper than the parser's stack
+        raise ValueError("nested too deep") from None
+    except Exception as err:  # UnicodeDecodeError, JSONDecodeError, YAMLError: not such a file
+        raise ValueError(f"{type(err).__name__}: {(str(err).strip().splitlines() or [''])[0]}") from None
+
+
+def _plain_yaml(text: str):
+    import yaml
+
+    class PlainLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.YAMLError("aliases are not allowed in a run's record")
+            return super().compose_node(parent, index)
+
+    return yaml.load(text, Loader=PlainLoader)
 
 
 # ---- grad_norms.csv ------------------------------------------------------------------------------
@@ -158,20 +199,36 @@ def columns(rows: list[list], names=COLUMNS) -> dict[str, list]:
 
 
 def read_grad_norms(path, partial: bool = False) -> dict[str, list]:
-    """`grad_norms.csv` as columns: {"step": [...], "W_pre": [...], ...}. With `partial`, rows
-    still being written are skipped (a run in progress) and a missing file has no rows; without
-    it, a bad row raises ValueError."""
+    """`grad_norms.csv` as columns: {"step": [...], "W_pre": [...], ...}, every value one a run can
+    write (a float32: non-finite, or finite within float32's range). With `partial`, a last line
+    still being written is skipped (a run in progress) and a missing file has no rows; any other
+    bad row raises ValueError."""
     rows = []
     try:
         with Path(path).open(newline="") as f:
-            for r in csv.DictReader(f):
-                try:
-                    rows.append([int(r["step"]), int(r["epoch"]), *(float(r[c]) for c in COLUMNS[2:])])
-                except (TypeError, ValueError, KeyError):
-                    if not partial:
-                        raise ValueError(f"{path}: a row that is not {', '.join(COLUMNS)}: {r}") from None
+            lines = list(csv.reader(f))
     except FileNotFoundError:
         if not partial:
             raise
+        return columns(rows)
+    except (UnicodeDecodeError, csv.Error) as err:
+        raise ValueError(f"{path}: not a CSV ({err})") from None
+    if lines and lines[0] != COLUMNS:
+        raise ValueError(f"{path}: its header is not {','.join(COLUMNS)}")
+    for number, line in enumerate(lines[1:], 2):
+        try:
+            if len(line) != len(COLUMNS):
+                raise ValueError
+            values = [float(v) for v in line[2:]]
+            if any(math.isfinite(v) and abs(v) > FLOAT32_MAX for v in values):
+                raise ValueError
+            rows.append([int(line[0]), int(line[1]), *values])
+        except ValueError:
+            if partial and number == len(lines):
+                break
+            raise ValueError(f"{path}:{number}: a row that is not {len(COLUMNS)} numbers a run writes "
+                             f"({', '.join(COLUMNS)}): {','.join(line)[:80]!r}") from None
     return columns(rows)
 
+
+FLOAT32_MAX = 3.4028234663852886e38

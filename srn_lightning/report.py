@@ -64,6 +64,8 @@ def write_report(sweep_dir, force: bool = True) -> list[Path]:
     """(Re)build the report of `sweep_dir` from its job dirs; returns its files. Unless `force`,
     a report whose job table is already current is left as it is (drawing is the slow part)."""
     sweep_dir = Path(sweep_dir)
+    if not find_jobs(sweep_dir):  # before the lock: a dir that is not a sweep gets no file
+        raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
     with _locked(sweep_dir):
         return _build(sweep_dir, force)[0]
 
@@ -83,7 +85,7 @@ def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict]]:
     write_atomic(out[0], table)
     write_atomic(out[1], csv_text(by_setting, AGGREGATE_COLUMNS))
     write_atomic(out[2], markdown(rows, by_setting, sweep_dir))
-    data = figure_data(rows, sweep_dir)
+    data = figure_data(rows)
     if data["rows"]:
         plots.plot_sweep(**data, out_stem=sweep_dir / "sweep", title=f"sweep {sweep_dir.name}")
     return out, by_setting
@@ -205,7 +207,10 @@ def main(argv=None) -> None:
     try:
         paths = write_report(args.sweep_dir)
     except FileNotFoundError as err:
-        parser.error(str(err))
+        parser.exit(2, f"{parser.prog}: error: {err}\n")
+    except OSError as err:  # a dir it cannot write: one line
+        parser.exit(1, f"{parser.prog}: error: {args.sweep_dir}: the report cannot be written "
+                       f"({err.strerror or err}: {err.filename or ''})\n")
     print(paths[2].read_text())
     print("written: " + ", ".join(str(p) for p in paths if p.exists()))
 

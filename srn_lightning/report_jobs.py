@@ -7,18 +7,14 @@ A job is a dir holding `.hydra/overrides.yaml`; its row comes from its `metrics.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from pathlib import Path
 
-import yaml
 from omegaconf import OmegaConf
 
 from srn_lightning import record
 from srn_lightning.config import is_number, record_type
-
-log = logging.getLogger(__name__)
 
 MISSING = "missing"
 
@@ -63,12 +59,9 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     costs the others their report."""
     row = {"job": num, "dir": str(job_dir.relative_to(sweep_dir)), "overrides": "", "_overrides": []}
     try:
-        overrides = yaml.safe_load((job_dir / ".hydra" / "overrides.yaml").read_text())
-        if not isinstance(overrides, (list, type(None))):
-            raise ValueError("not a YAML list")
-    except (OSError, ValueError, yaml.YAMLError) as err:  # UnicodeDecodeError is a ValueError
+        overrides = record.read_overrides(job_dir)
+    except (OSError, ValueError) as err:
         return {**row, "status": UNREADABLE, "error": f"unreadable .hydra/overrides.yaml: {_first_line(err)}"}
-    overrides = [str(o) for o in overrides or []]
     row.update(overrides=" ".join(overrides), _overrides=overrides)
     try:
         metrics = check_metrics(record.read_metrics(job_dir))
@@ -85,6 +78,11 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     for key in FLOAT32_KEYS:  # as written since metrics.json holds them so; older records too
         if is_number(row.get(key)):
             row[key] = record.float32_number(row[key])
+    try:  # the W curve of the figure: a job whose CSV is not one a run writes is unreadable
+        row["_curve"] = read_norms(job_dir)
+    except (OSError, ValueError) as err:
+        return {**row, "status": UNREADABLE, "error": f"unreadable {record.CSV_NAME}: {_first_line(err)}",
+                "_curve": ([], [])}
     return row
 
 
@@ -121,10 +119,7 @@ FLOAT32_KEYS = ("dev_best", "test_acc", *record.NORM_KEYS)
 def read_norms(job_dir: Path, column: str = "W_pre") -> tuple[list, list]:
     """(steps, norms) from a job's grad_norms.csv, as far as it is written; a non-finite norm (a
     diverged run) becomes NaN, a gap in the curve. W by default: the recurrent weight whose gradient
-    explodes, then vanishes (the total stays up with the output layer's)."""
-    try:
-        cols = record.read_grad_norms(job_dir / record.CSV_NAME, partial=True)
-    except (OSError, ValueError) as err:  # not a CSV this project wrote: no curve for the job
-        log.warning("%s: no grad-norm curve (%s)", job_dir / record.CSV_NAME, _first_line(err))
-        return [], []
+    explodes, then vanishes (the total stays up with the output layer's). Raises ValueError for a
+    CSV that is not one a run writes."""
+    cols = record.read_grad_norms(job_dir / record.CSV_NAME, partial=True)
     return cols["step"], [v if math.isfinite(v) else math.nan for v in cols[column]]

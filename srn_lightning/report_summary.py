@@ -8,7 +8,7 @@ from pathlib import Path
 
 from srn_lightning import record
 from srn_lightning.config import is_number
-from srn_lightning.report_jobs import UNNUMBERED, override_key, read_norms
+from srn_lightning.report_jobs import UNNUMBERED, override_key
 
 JOB_COLUMNS = ["job", "dir", "overrides", "status", *record.CONFIG_KEYS, "epochs", "steps", "dev_best",
                "test_acc", *record.NORM_KEYS, "fit_seconds", "diverged_step", "error"]
@@ -77,10 +77,26 @@ def _digits(x: float | None, significant: int = 15) -> float | None:
     return None if x is None else float(f"{x:.{significant}g}")
 
 
-def figure_data(rows: list[dict], sweep_dir: Path) -> dict:
+# the numbers the accuracy panel can be drawn against: record key -> its override key
+X_KEYS = {"length": "length", "lr": "lr", "weight_decay": "weight_decay", "clip_val": "clip.val",
+          "batch_size": "batch_size", "hidden_size": "model.hidden_size"}
+
+
+def x_key(rows: list[dict]) -> str:
+    """What the accuracy panel's x axis shows: length when the sweep has several, else the first
+    key of X_KEYS that is a number in every row and takes more than one value (lr, weight decay,
+    ...), else length."""
+    for key in X_KEYS:
+        values = [r.get(key) for r in rows]
+        if all(is_number(v) for v in values) and len(set(values)) > 1:
+            return key
+    return "length"
+
+
+def figure_data(rows: list[dict]) -> dict:
     """What plots.plot_sweep draws: a panel per (length, clip), curves labelled by what else
-    varies (the seeds of a setting share a label); accuracy series per clip (and whatever else
-    varies but length and seed), one point per length."""
+    varies (the seeds of a setting share a label); accuracy series labelled by what varies but
+    seed and the x key (`x_key`), one point (mean, std, n over the seeds) per value of it."""
     keys = varying(rows)
     known = [r for r in rows if r.get("length") is not None and r.get("clip_mode") is not None]
 
@@ -97,22 +113,21 @@ def figure_data(rows: list[dict], sweep_dir: Path) -> dict:
     lengths = sorted({r["length"] for r in known})
     panels: dict = {}
     for r in known:
-        steps, norms = read_norms(sweep_dir / r["dir"])
+        steps, norms = r.get("_curve", ([], []))
         if steps:
             curve = (label(r, keys, leave_out), steps, norms)
             panels.setdefault((f"length={r['length']}", titles[r["clip_mode"]]), []).append(curve)
+    x = x_key(known)
     accuracy: dict = {}
     for r in known:
-        accuracy.setdefault(label(r, keys, leave_out={"seed", "length"}), {}) \
-            .setdefault(r["length"], []).append(r.get("test_acc"))
+        accuracy.setdefault(label(r, keys, leave_out={"seed", X_KEYS[x]}), {}) \
+            .setdefault(r[x], []).append(r.get("test_acc"))
     accuracy = {
-        series: [(f"length={n}", *mean_std_n(by_length[n])) for n in lengths
-                 if n in by_length and mean_std_n(by_length[n])[2]]
-        for series, by_length in accuracy.items()
+        series: [(v, *mean_std_n(by_x[v])) for v in sorted(by_x) if mean_std_n(by_x[v])[2]]
+        for series, by_x in accuracy.items()
     }
     return {"panels": panels, "rows": [f"length={n}" for n in lengths], "cols": cols,
-            "accuracy": {s: pts for s, pts in accuracy.items() if pts},
-            "x_labels": [f"length={n}" for n in lengths]}
+            "accuracy": {s: pts for s, pts in accuracy.items() if pts}, "x_key": x}
 
 
 # ---- tables ----------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ must be one of this run (its shapes and config). Everything is checked before an
 from __future__ import annotations
 
 import os
+import pickle
 import re
 from pathlib import Path
 
@@ -78,9 +79,17 @@ def load_checkpoint(ckpt: Path, target) -> dict:
         return _loaded[key]
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
-        state["state_dict"], state["loops"]
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # torch names the global it refuses to load: else not a pickle
+            raise ResumeError(f"resume={target}: {ckpt} is not a readable checkpoint (not a pickle "
+                              "torch writes)") from None
+        raise ResumeError(f"resume={target}: {ckpt} holds objects other than tensors and plain data, "
+                          "unsafe to load (it could run code); refused") from None
     except Exception as err:
-        raise ResumeError(f"resume={target}: {ckpt} is not a readable checkpoint ({err!s:.80})") from None
+        raise ResumeError(f"resume={target}: {ckpt} is not a readable checkpoint "
+                          f"({type(err).__name__}: {_first_line(err)})") from None
+    if not (isinstance(state, dict) and isinstance(state.get("state_dict"), dict) and "loops" in state):
+        raise ResumeError(f"resume={target}: {ckpt} is not a checkpoint of a Lightning fit")
     if "rows" not in state.get("callbacks", {}).get(MONITOR_STATE, {}):
         raise ResumeError(f"resume={target}: {ckpt} holds no grad-norm rows (written by an older "
                           "version?); start the run afresh in a new dir")
@@ -127,14 +136,20 @@ def check_resume(cfg, run_dir) -> None:
 
     ckpt = resume_checkpoint(cfg.resume)
     if ckpt is not None:
-        check_checkpoint(ckpt, module_from_config(cfg), run_config(cfg), run_dir)
+        check_checkpoint(ckpt, module_from_config(cfg), run_config(cfg), run_dir, cfg)
 
 
-def check_checkpoint(ckpt, module, run_config: dict, run_dir) -> None:
+def _first_line(err: BaseException, width: int = 100) -> str:
+    line = (str(err).strip().splitlines() or [""])[0]
+    return line if len(line) <= width else line[: width - 3] + "..."
+
+
+def check_checkpoint(ckpt, module, run_config: dict, run_dir, cfg) -> None:
     """The checkpoint is one of this run: its weights have the module's names and shapes, the
     config it was trained with (cell, sizes, length, and everything else the run is known by, as
-    the `RunConfig` callback saved it) is `run_config`, and the checkpoints it names are in
-    `run_dir`'s checkpoints/ (the best one is tested at the end)."""
+    the `RunConfig` callback saved it) is `run_config`, the checkpoints it names are in `run_dir`'s
+    checkpoints/ (the best one is tested at the end), and the state it restores (rows, optimizer,
+    shuffling, epoch) is one this run's training could have reached (`check_state`)."""
     state = load_checkpoint(Path(ckpt), ckpt)
     shapes = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     saved_shapes = {k: tuple(getattr(v, "shape", ())) for k, v in state["state_dict"].items()}
@@ -153,6 +168,91 @@ def check_checkpoint(ckpt, module, run_config: dict, run_dir) -> None:
                               f"{saved.get(key)}, this run has {key}={value}; resume only with the "
                               "run's own checkpoint")
     check_checkpoint_paths(ckpt, state, Path(run_dir))
+    check_state(ckpt, state, module, cfg)
+
+
+def check_state(ckpt, state: dict, module, cfg) -> None:
+    """Everything a fit restores from the checkpoint besides the weights is checked against the run
+    it continues: the monitors' rows (their width, a row for every step before the checkpoint, each
+    finite: a run stops at its first non-finite norm, before an epoch's checkpoint), the optimizer's
+    hyperparameters and state (as this run's config builds them), the shuffling generator's state,
+    and the epoch (an epoch's end, within trainer.max_epochs). The run's settings must make the
+    resume exact: validation at every epoch's end only."""
+    import torch
+
+    from srn_lightning.callbacks import GradFlowMonitor, GradNormMonitor
+    from srn_lightning.data import batches
+
+    def refuse(what: str) -> ResumeError:
+        return ResumeError(f"resume={ckpt}: {what}; resume only with the run's own checkpoint")
+
+    trainer = cfg.trainer
+    if trainer.get("check_val_every_n_epoch", 1) != 1 or trainer.get("val_check_interval", 1.0) not in (1, 1.0):
+        raise ResumeError("resume: a run that validates other than once at every epoch's end "
+                          "(trainer.check_val_every_n_epoch, +trainer.val_check_interval) cannot be "
+                          "resumed exactly: its dev accuracy and best checkpoint would differ from the "
+                          "uninterrupted run's; start it afresh")
+    epoch, step = state.get("epoch"), state.get("global_step")
+    per_epoch = batches("train", cfg.batch_size, trainer.get("limit_train_batches", 1.0))
+    if not (isinstance(epoch, int) and isinstance(step, int) and epoch >= 0
+            and epoch * per_epoch < step <= (epoch + 1) * per_epoch):
+        raise refuse(f"its epoch {epoch} and step {step} are no epoch's end at {per_epoch} steps an epoch")
+    if trainer.get("max_epochs", -1) not in (-1, None) and trainer.max_epochs < epoch + 1:
+        raise ResumeError(f"trainer.max_epochs={trainer.max_epochs}: the run has trained {epoch + 1} "
+                          f"epochs; resume with trainer.max_epochs >= {epoch + 1}")
+    monitors = [GradNormMonitor(module.tracked_parameters())]
+    if cfg.grad_time:
+        monitors.append(GradFlowMonitor(module.model.rnn_model, cfg.length))
+    for monitor in monitors:
+        name = type(monitor).__name__
+        saved = state.get("callbacks", {}).get(name)
+        rows = saved.get("rows") if isinstance(saved, dict) else None
+        if not (isinstance(rows, torch.Tensor) and rows.dtype == torch.float32 and rows.dim() == 2
+                and rows.shape[1] == len(monitor.columns) and saved.get("columns") == monitor.columns):
+            raise refuse(f"its {name} rows are not this run's {len(monitor.columns)} columns")
+        steps = rows[:, 0]
+        if not torch.equal(steps, torch.arange(step, dtype=torch.float32)):
+            raise refuse(f"its {name} rows are not one for each of the {step} steps before it")
+        epochs = rows[:, 1]
+        if not torch.equal(epochs, (steps // per_epoch).clamp(max=epoch)):
+            raise refuse(f"its {name} rows' epochs do not follow {per_epoch} steps an epoch")
+        if not bool(torch.isfinite(rows).all()):
+            raise refuse(f"its {name} rows hold a non-finite value (a run stops at its first one)")
+    check_optimizer_state(ckpt, state, module, refuse)
+    generator = (state.get("DigitSumDataModule") or {}).get("shuffle_generator")
+    try:
+        torch.Generator().set_state(generator)
+    except Exception:  # TypeError, RuntimeError: not a generator state
+        raise refuse("its shuffling generator state is not one") from None
+
+
+def check_optimizer_state(ckpt, state: dict, module, refuse) -> None:
+    """The optimizer state is one of the optimizer this run builds: the same hyperparameters (lr,
+    weight decay, momentum, betas: a changed one would train the rest of the run otherwise than its
+    record says), the same parameters, and per-parameter state of their shapes."""
+    import torch
+
+    fresh = module.configure_optimizers().state_dict()
+    saved = state.get("optimizer_states")
+    if not (isinstance(saved, list) and len(saved) == 1 and isinstance(saved[0], dict)):
+        raise refuse("it does not hold one optimizer's state")
+    groups, opt_state = saved[0].get("param_groups"), saved[0].get("state")
+    if not (isinstance(groups, list) and len(groups) == len(fresh["param_groups"]) and isinstance(opt_state, dict)):
+        raise refuse("its optimizer state is not this run's optimizer's")
+    for group, expected in zip(groups, fresh["param_groups"]):
+        if not isinstance(group, dict) or set(group) != set(expected):
+            raise refuse("its optimizer state is not this run's optimizer's")
+        for key, value in expected.items():
+            if group[key] != value:
+                raise refuse(f"its optimizer's {key} is {group[key]}, this run's {value}")
+    shapes = {i: p.shape for i, p in enumerate(module.parameters())}
+    for index, per_param in opt_state.items():
+        if index not in shapes or not isinstance(per_param, dict):
+            raise refuse("its optimizer state names parameters this run does not have")
+        for key, value in per_param.items():
+            if not isinstance(value, torch.Tensor) or not bool(torch.isfinite(value).all()) or (
+                    value.dim() > 0 and value.shape != shapes[index]):
+                raise refuse(f"its optimizer's {key} of parameter {index} does not fit it")
 
 
 def check_checkpoint_paths(ckpt, state: dict, run_dir: Path) -> None:
@@ -180,7 +280,12 @@ def replayable(override: str, run_dir: Path) -> str:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import OverrideType
 
-    where = f"{run_dir / '.hydra' / 'overrides.yaml'}: {override!r}"
+    where = f"{run_dir / '.hydra' / 'overrides.yaml'}: {override!r:.80}"
+    if not isinstance(override, str):
+        raise ResumeError(f"{where} is not an override")
+    if "${" in override:  # replayed as typed: never resolved from the environment or another key
+        raise ResumeError(f"{where}: holds an interpolation ('${{'); a run's overrides are replayed as "
+                          "plain values only")
     try:
         parsed = OverridesParser.create().parse_override(str(override))
     except Exception:
@@ -241,22 +346,22 @@ def resume_argv(argv: list[str]) -> list[str]:
                 f"{key}: cannot change on resume (the checkpoint was trained with the run's own "
                 f"config); allowed with resume=: {', '.join(sorted(RESUMABLE))}"
             )
-    # a run dir without a checkpoint: resume= names the dir, and the run starts over in it
-    return [*saved, *given, f"resume={quote(ckpt or run_dir)}", f"hydra.run.dir={quote(run_dir)}"]
+    # a run dir without a checkpoint: resume= names the dir, and the run starts over in it. A run
+    # dir is resumed as the one run it is, even where its overrides chose a preset that sweeps
+    # (experiment=weight_decay): the job's own value of the swept key is among its overrides.
+    return [*saved, *given, f"resume={quote(ckpt or run_dir)}", f"hydra.run.dir={quote(run_dir)}",
+            "hydra.mode=RUN"]
 
 
 def read_overrides(run_dir: Path) -> list:
-    """The run's saved overrides: a YAML list, or ResumeError."""
-    import yaml
+    """The run's saved overrides (record.read_overrides: bounded, plain), or ResumeError."""
+    from srn_lightning import record
 
     path = run_dir / ".hydra" / "overrides.yaml"
     try:
-        saved = yaml.safe_load(path.read_text()) or []
-    except (UnicodeDecodeError, yaml.YAMLError) as err:
-        raise ResumeError(f"{path}: not a YAML list of overrides ({str(err).splitlines()[0]})") from None
-    if not isinstance(saved, list):
-        raise ResumeError(f"{path}: not a YAML list of overrides")
-    return saved
+        return record.read_overrides(run_dir)
+    except (OSError, ValueError) as err:
+        raise ResumeError(f"{path}: {err}") from None
 
 
 def continue_sweep_argv(sweep_dir: Path, given: list[str]) -> list[str]:

@@ -96,9 +96,17 @@ def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases, 
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
         built.trainer.logger.finalize("success")
         record.write_metrics(run_dir, metrics)
-    for line in answer.lines(metrics, built.measured[0].columns(), run_dir):  # console and train.log
+    for line in answer.lines(metrics, built.measured[0].columns(), run_dir, launch_dir()):  # console, train.log
         log.info(line)
     return metrics
+
+
+def launch_dir() -> str:
+    """Where the command was launched: the working dir, unless Hydra changed it for the job
+    (hydra.job.chdir=true), then the one it was launched from."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return hydra.utils.get_original_cwd() if HydraConfig.initialized() else os.getcwd()
 
 
 def epochs_done(trainer) -> int:
@@ -138,7 +146,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     trainer = Trainer(
         **cfg.trainer,
         default_root_dir=run_dir,
-        # max_queue: room for an epoch's scalars (9 a step; the book's data has 5 steps an epoch,
+        # max_queue: room for an epoch's scalars (up to 17 a step; the book's data has 5 steps an epoch,
         # 38 at batch size 8), so logging them does not wait for the writer's thread; the default
         # of 10 costs 0.08 s of a 2 s fit (benchmarks/README.md)
         # resumed: the steps the interrupted attempt logged after its checkpoint are purged, so
@@ -274,7 +282,11 @@ def main(cfg: DictConfig) -> float:
                              on_stop=lambda name: cluster.requeue_after(name, requeue))
         except Exception as err:
             reason = record_failure(cfg, run_dir, err)
-            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
+            single = not in_sweep and isinstance(err, UserError)
+            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason,
+                      extra={console.CONSOLE: not single})  # a single run's console gets one line
+            if single:  # past Hydra's own "Error executing job" line: the user's error, once
+                raise SystemExit(f"error: {err}") from None
             raise  # in a sweep Hydra runs the other jobs, then exits non-zero
         finally:
             locks.release(run_dir)
@@ -317,6 +329,12 @@ def explain(err: BaseException) -> str | None:
         got = getattr(cause, "value", None)
         allowed = ALLOWED.get(key) or str(cause).splitlines()[0]
         return f"{key}={got}: not allowed; {key} must be {allowed}"
+    if isinstance(err, OverrideParseException) and "=" in (err.override or ""):
+        key, _, value = err.override.partition("=")
+        why = " ".join(str(err).strip().splitlines()[-2:-1] or [""]).strip(" ^") if "Error parsing" in str(err) else ""
+        quoted = "'" + key + '="' + value.replace('"', '\\"') + '"' + "'"
+        return (f"{err.override}: Hydra's override grammar cannot read this value"
+                + (f" ({why})" if why else "") + f"; quote it for Hydra and the shell: {quoted}")
     if isinstance(err, (OverrideParseException, ConfigCompositionException)):
         return str(err).strip().splitlines()[0]
     return None

@@ -19,7 +19,7 @@ def test_every_rule_names_a_key_of_the_composed_config():
 
 
 @pytest.mark.parametrize("key,bad", [
-    ("lr", 0.0), ("length", 2), ("seed", -1), ("batch_size", 0), ("weight_decay", -1.0),
+    ("lr", 0.0), ("length", 2), ("length", 100_001), ("seed", -1), ("batch_size", 0), ("weight_decay", -1.0),
     ("plot_steps", 0), ("threads", 0), ("trainer.max_epochs", 0), ("trainer.max_epochs", None),
     ("clip.val", 1.0), ("model.hidden_size", 0), ("model.input_size", 0), ("data.num_workers", -1),
 ])
@@ -55,7 +55,8 @@ def test_resume_replays_the_run_s_own_overrides_in_its_own_dir(tmp_path):
     run_dir = interrupted_run_dir(tmp_path, "- clip=norm\n- length=10\n")
     argv = resume_argv([f"resume={run_dir}", "trainer.max_epochs=9"])
     assert argv == ["clip=norm", "length=10", "trainer.max_epochs=9",
-                    f"resume='{run_dir / 'checkpoints' / 'last.ckpt'}'", f"hydra.run.dir='{run_dir}'"]
+                    f"resume='{run_dir / 'checkpoints' / 'last.ckpt'}'", f"hydra.run.dir='{run_dir}'",
+                    "hydra.mode=RUN"]
     with pytest.raises(ResumeError, match="lr: cannot change on resume"):
         resume_argv([f"resume={run_dir}", "lr=0.1"])
 
@@ -99,3 +100,92 @@ def test_an_added_key_must_be_a_trainer_argument():
     with pytest.raises(config.ConfigError, match=r"^trainer.max_epoch=3: not allowed; trainer.max_epoch "
                                                  r"must be a Trainer argument \(did you mean max_epochs\?\)"):
         preflight.check_trainer_keys(cfg.trainer)
+
+
+@pytest.mark.parametrize("override,line", [
+    ("trainer.check_val_every_n_epoch=0", "trainer.check_val_every_n_epoch=0: not allowed; "
+                                           "trainer.check_val_every_n_epoch must be an integer >= 1"),
+    ("trainer.devices=[0]", "trainer.devices=[0]: not allowed; trainer.devices must be 1, or a list of one "
+                            "GPU with trainer.accelerator=gpu"),
+    ("+trainer.barebones=true", "trainer.barebones=True: not allowed; trainer.barebones must be left out"),
+    ("+trainer.fast_dev_run=true", "trainer.fast_dev_run=True: not allowed; trainer.fast_dev_run must be "
+                                   "left out: it writes no checkpoints and no TensorBoard events"),
+    ("model.hidden_size=100000", "model.hidden_size=100000: not allowed; model.hidden_size must be an "
+                                 "integer in 1..4096"),
+    # 100 dev examples at batch 64 are 2 batches: a share of 0.0001 leaves none (Lightning: int(2 * 0.0001))
+    ("+trainer.limit_val_batches=0.0001", "trainer.limit_val_batches=0.0001: not allowed; "
+     "trainer.limit_val_batches must be a share that leaves at least one batch of the 2 of dev"),
+    ("+trainer.limit_test_batches=0.4", "must be a share that leaves at least one batch of the 2 of test"),
+    # 300 training examples at batch 64 are 5 steps an epoch; at batch 100, 3
+    ("+trainer.max_steps=4", "trainer.max_steps=4: not allowed; trainer.max_steps must be -1 or at least the "
+                             "5 steps of one epoch"),
+    ("batch_size=100 +trainer.max_steps=2", "at least the 3 steps of one epoch"),
+])
+def test_settings_that_would_end_in_a_traceback_or_no_dev_accuracy_are_refused(override, line):
+    cfg = compose_cfg(*override.split())
+    with pytest.raises(config.ConfigError) as err:
+        config.validate(cfg)
+        preflight.check_batches(cfg)
+        preflight.check_trainer_keys(cfg.trainer)
+    assert line in str(err.value)
+
+
+@pytest.mark.parametrize("override,line", [
+    ("+trainer.precision=bogus", "trainer.precision=bogus: not allowed; trainer.precision must be one "
+                                 "Lightning accepts (Precision 'bogus' is invalid."),
+    ("+trainer.strategy=bogus", "trainer.strategy=bogus: not allowed; trainer.strategy must be one Lightning "
+                                "accepts ("),
+])
+def test_trainer_arguments_lightning_refuses_are_one_line_naming_the_argument(override, line):
+    with pytest.raises(config.ConfigError) as err:
+        preflight.check_trainer_keys(compose_cfg(override).trainer)
+    assert str(err.value).startswith(line) and "\n" not in str(err.value)
+
+
+def test_settings_at_the_bounds_are_allowed():
+    for override in ("model.hidden_size=4096", "+trainer.max_steps=5", "+trainer.limit_val_batches=0.5",
+                     "+trainer.limit_train_batches=1", "+trainer.max_steps=1 +trainer.limit_train_batches=1"):
+        cfg = compose_cfg(*override.split())
+        config.validate(cfg)
+        preflight.check_batches(cfg)
+        preflight.check_trainer_keys(cfg.trainer)
+
+
+@pytest.mark.parametrize("override,line", [
+    ("hydra.run.dir=RUN_é", "hydra.run.dir=RUN_é: Hydra's override grammar cannot read this value; quote it "
+                            "for Hydra and the shell: 'hydra.run.dir=\"RUN_é\"'"),
+    ("x=foo)", "x=foo): Hydra's override grammar cannot read this value (extraneous input ')' expecting "
+               "<EOF>); quote it for Hydra and the shell: 'x=\"foo)\"'"),
+])
+def test_a_value_hydra_cannot_parse_gets_a_line_that_says_how_to_quote_it(override, line):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with pytest.raises(Exception) as err:
+        OverridesParser.create().parse_overrides([override])
+    assert train.explain(err.value) == line
+    quoted = line.rsplit(": ", 1)[1][1:-1]  # the advice, as the shell passes it on: it parses
+    assert OverridesParser.create().parse_overrides([quoted])[0].value() == override.split("=", 1)[1]
+
+
+@pytest.mark.parametrize("n_jobs", [0, 1.5, "two"])
+def test_a_launcher_n_jobs_of_no_meaning_is_refused_before_the_sweep_dir_exists(tmp_path, n_jobs):
+    cfg = compose_cfg()
+    OmegaConf.update(cfg, "hydra", {"sweep": {"dir": str(tmp_path / "sweep")}, "launcher": {"n_jobs": n_jobs}},
+                     force_add=True)
+    with pytest.raises(SystemExit) as stop:
+        preflight.CheckConfig().on_multirun_start(cfg)
+    assert str(stop.value) == (f"error: hydra.launcher.n_jobs={n_jobs}: not allowed; hydra.launcher.n_jobs must "
+                               "be a non-zero integer (negative: that many fewer than the cores plus one, as "
+                               "joblib counts)")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("subdir", [None, "cfg"])
+def test_a_run_without_its_config_in_dot_hydra_is_refused_as_it_could_not_be_resumed(tmp_path, subdir):
+    cfg = compose_cfg()
+    OmegaConf.update(cfg, "hydra", {"run": {"dir": str(tmp_path / "run")}, "output_subdir": subdir}, force_add=True)
+    with pytest.raises(SystemExit) as stop:
+        preflight.CheckConfig().on_run_start(cfg)
+    assert str(stop.value).startswith(f"error: hydra.output_subdir={subdir}: not allowed; hydra.output_subdir "
+                                      "must be .hydra (left as it is)")
+    assert not (tmp_path / "run").exists()

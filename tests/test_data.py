@@ -121,3 +121,50 @@ def test_processes_generating_the_same_files_at_once_do_not_corrupt_them(tmp_pat
     assert sha(tmp_path / "20" / "train.txt") == BOOK_SHA256[(20, "train")]
     assert sha(tmp_path / "20" / "test.txt") == BOOK_SHA256[(20, "test")]
     assert sorted(p.name for p in (tmp_path / "20").iterdir()) == ["dev.txt", "test.txt", "train.txt"]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--out", "", "--lengths", "5"], "--out: a directory path, not an empty one"),
+    (["--out", "{tmp}/x", "--lengths", "10000000000"], "--lengths: every length must be an integer in 3..100000"),
+    (["--out", "{tmp}/x", "--lengths", "2"], "--lengths: every length must be an integer in 3..100000"),
+    (["--out", "{tmp}/file", "--lengths", "5"], "file/5/train.txt: cannot be read or written (Not a directory)"),
+])
+def test_the_data_cli_refuses_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys, argv, message):
+    (tmp_path / "file").write_text("not a dir")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        data.main([a.format(tmp=tmp_path) for a in argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("python -m srn_lightning.data: error: ") and message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]  # nothing written, the file untouched
+    assert (tmp_path / "file").read_text() == "not a dir"
+
+
+_KILLED_WRITER = """
+import sys, time
+from srn_lightning.files import open_atomic
+with open_atomic(sys.argv[1]) as f:
+    f.write("x" * 4_000_000)
+    f.flush()
+    print("writing", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_writer_killed_mid_write_leaves_no_temp_file(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "train.txt"
+    target.write_text("old\n")
+    child = subprocess.Popen([sys.executable, "-c", _KILLED_WRITER, str(target)], stdout=subprocess.PIPE,
+                             text=True)
+    try:
+        assert child.stdout.readline() == "writing\n"  # 4 MB written, not yet landed
+        child.send_signal(signal.SIGKILL)  # what the OOM killer sends: no handler, no clean-up
+    finally:
+        child.wait(30)
+    assert [p.name for p in tmp_path.iterdir()] == ["train.txt"]
+    assert target.read_text() == "old\n"

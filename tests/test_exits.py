@@ -151,8 +151,35 @@ def test_a_crafted_callback_in_overrides_yaml_creates_no_file(run_dir, tmp_path)
 
 def test_an_overrides_file_that_is_not_yaml_is_one_line(run_dir):
     (run_dir / ".hydra" / "overrides.yaml").write_bytes(b"\xff\xfe- lr=1\n")
-    with pytest.raises(ResumeError, match="not a YAML list of overrides"):
+    with pytest.raises(ResumeError, match="overrides.yaml: UnicodeDecodeError"):
         resume_argv([f"resume={run_dir}"])
+
+
+@pytest.mark.parametrize("content,message", [
+    ("- clip=norm\n- 'data.dir=${oc.env:HOME}/planted'\n", "holds an interpolation ('${')"),
+    ("- &a [x, x]\n- &b [*a, *a]\n- &c [*b, *b]\n", "aliases are not allowed"),  # a YAML alias bomb's head
+    ("- lr=0.1\n" * 300, "not a YAML list of at most 256 overrides"),
+    ("- lr=0.1\n" * 10_000, "larger than 64 KiB"),
+    ("[" * 20_000 + "]" * 20_000, "nested too deep"),
+])
+def test_resume_replays_plain_bounded_overrides_only(run_dir, content, message):
+    (run_dir / ".hydra" / "overrides.yaml").write_text(content)
+    with pytest.raises(ResumeError) as err:
+        resume_argv([f"resume={run_dir}"])
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_run_dir_of_a_preset_sweep_resumes_as_one_run(run_dir):
+    (run_dir / ".hydra" / "overrides.yaml").write_text("- experiment=weight_decay\n- weight_decay=0.1\n")
+    argv = resume_argv([f"resume={run_dir}"])
+    from hydra import compose, initialize_config_dir
+
+    from srn_lightning.config import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=[a for a in argv if not a.startswith(("resume=", "hydra.run"))],
+                      return_hydra_config=True)
+    assert str(cfg.hydra.mode) == "RunMode.RUN" and cfg.weight_decay == 0.1  # the job, not its sweep
 
 
 def test_resume_refuses_a_run_dir_with_a_symlink_and_writes_nothing_through_one(run_dir, tmp_path):
@@ -179,13 +206,85 @@ def test_a_checkpoint_of_another_run_is_refused(straight, data_dir):
     ]:
         cfg = compose_cfg(f"data.dir={data_dir}", *SHORT, *overrides)
         with pytest.raises(ResumeError, match=message):
-            check_checkpoint(ckpt, module_from_config(cfg), run_config(cfg), straight[2])
+            check_checkpoint(ckpt, module_from_config(cfg), run_config(cfg), straight[2], cfg)
+
+
+def _rows(state, name="GradNormMonitor"):
+    return state["callbacks"][name]["rows"]
+
+
+def _set_rows(state, rows, name="GradNormMonitor"):
+    state["callbacks"][name]["rows"] = rows
+
+
+def _narrow(state):
+    _set_rows(state, _rows(state)[:, :-1])
+
+
+def _nan(state):
+    _rows(state)[2, 4] = float("nan")
+
+
+def _repeat(state):
+    _rows(state)[3, 0] = 2.0
+
+
+def _lr(state):
+    state["optimizer_states"][0]["param_groups"][0]["lr"] = 50.0
+
+
+def _generator(state):
+    state["DigitSumDataModule"]["shuffle_generator"] = torch.zeros(10, dtype=torch.uint8)
+
+
+def _epoch(state):
+    state["epoch"] = 3
+
+
+def _later(state):  # the state of a run two epochs in, resumed with trainer.max_epochs=1
+    state["epoch"], state["global_step"] = 1, 10
+
+
+SPOILED_STATES = [  # (spoil, overrides, the refusal's words)
+    (_narrow, [], "GradNormMonitor rows are not this run's 11 columns"),
+    (lambda s: _set_rows(s, _rows(s)[:3]), [], "GradNormMonitor rows are not one for each of the 5 steps"),
+    (_repeat, [], "GradNormMonitor rows are not one for each of the 5 steps"),
+    (_nan, [], "GradNormMonitor rows hold a non-finite value"),
+    (lambda s: _rows(s, "GradFlowMonitor").__setitem__((1, 5), float("inf")), [],
+     "GradFlowMonitor rows hold a non-finite value"),
+    (_lr, [], "its optimizer's lr is 50.0, this run's 0.2"),
+    (_generator, [], "its shuffling generator state is not one"),
+    (_epoch, [], "its epoch 3 and step 5 are no epoch's end at 5 steps an epoch"),
+    (_later, [], "trainer.max_epochs=1: the run has trained 2 epochs; resume with trainer.max_epochs >= 2"),
+    (lambda s: None, ["trainer.check_val_every_n_epoch=2"], "validates other than once at every epoch's end"),
+    (lambda s: None, ["+trainer.val_check_interval=0.5"], "validates other than once at every epoch's end"),
+]
+
+
+@pytest.mark.parametrize("spoil,overrides,message", SPOILED_STATES, ids=[
+    "narrow-rows", "truncated-rows", "repeated-step", "nan-row", "inf-flow-row", "optimizer-lr",
+    "generator", "epoch", "max-epochs-below-trained", "val-every-2", "val-mid-epoch"])
+def test_resume_checks_every_piece_of_state_it_restores(straight, data_dir, spoil, overrides, message):
+    run_dir = straight[2]
+    state = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    spoil(state)
+    ckpt = run_dir / "checkpoints" / "spoiled.ckpt"
+    torch.save(state, ckpt)
+    try:
+        cfg = compose_cfg(f"data.dir={data_dir}", *SHORT, *overrides)
+        with pytest.raises(ResumeError) as err:
+            check_checkpoint(ckpt, module_from_config(cfg), run_config(cfg), run_dir, cfg)
+    finally:
+        ckpt.unlink()
+    assert message in str(err.value) and "\n" not in str(err.value)
+    cfg = compose_cfg(f"data.dir={data_dir}", *SHORT)  # the untouched checkpoint is this run's
+    check_checkpoint(run_dir / "checkpoints" / "last.ckpt", module_from_config(cfg), run_config(cfg), run_dir, cfg)
 
 
 def test_a_checkpoint_naming_files_of_another_dir_is_refused(straight, run_dir, data_dir):
     cfg = compose_cfg(f"data.dir={data_dir}", *SHORT)
     with pytest.raises(ResumeError, match=f"names {straight[2]}.*outside {run_dir}.*moved or copied"):
-        check_checkpoint(run_dir / "checkpoints" / "last.ckpt", module_from_config(cfg), run_config(cfg), run_dir)
+        check_checkpoint(run_dir / "checkpoints" / "last.ckpt", module_from_config(cfg), run_config(cfg), run_dir, cfg)
 
 
 def test_a_checkpoint_without_the_grad_norm_rows_is_refused(run_dir):

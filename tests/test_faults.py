@@ -38,7 +38,7 @@ def workdir(tmp_path_factory):
 
 BAD = [  # (override, key the message must name, what it must say is allowed); a case per kind of
     # error: every rule's own words are tests/test_config.py's, without a process each
-    ("length=abc", "length", ">= 3"),
+    ("length=abc", "length", "3..100000"),
     ("lr=-0.1", "lr", "> 0"),
     ("lr=nan", "lr", "finite"),
     ("clip=bogus", "clip", "none, norm, norm_each, value"),
@@ -102,6 +102,22 @@ def test_a_bad_data_file_names_file_and_line(tmp_path, spoil, message):
     assert path.read_text() == text  # reported, not rewritten
 
 
+@pytest.mark.parametrize("where", ["line", "token", "label"])
+def test_a_bad_line_of_megabytes_is_quoted_by_its_start(tmp_path, where):
+    data.ensure_files(tmp_path, 20)
+    path = tmp_path / "20" / "dev.txt"
+    huge = "7" * 1_000_000
+    bad = {"line": huge + "\n", "token": f"1 2 {huge}\t3\n", "label": "1 " * 19 + f"1\t{huge}\n"}[where]
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join([lines[0], bad, *lines[2:]]))
+    with pytest.raises(data.DataFileError) as err:
+        data.read_split(path, 20)
+    line = str(err.value)
+    assert line.startswith(f"{path}:2: ") and "\n" not in line
+    assert len(line) < len(str(path)) + 150  # the start of what is wrong, and its size
+    assert "'" + "7" * data.QUOTE_CHARS + "'... (" in line
+
+
 def test_a_data_file_that_is_a_directory_is_reported(tmp_path):
     (tmp_path / "20" / "dev.txt").mkdir(parents=True)
     with pytest.raises(data.DataFileError, match=r"dev.txt: a directory, not a data file"):
@@ -138,6 +154,9 @@ def test_a_bad_data_file_through_the_cli(workdir, tmp_path):
     proc = call([f"data.dir={tmp_path}", "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run", *QUIET], workdir)
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith(f"error: {path}:1: label")
+    assert "Error executing job" not in proc.stderr  # the error once: no second line from Hydra
+    assert (proc.stdout + proc.stderr).count(f"{path}:1: label") == 1
+    assert f"{path}:1: label" in (tmp_path / "run" / "train.log").read_text()  # the log has it too
     assert path.read_text() == spoiled
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
@@ -263,11 +282,12 @@ def test_resume_errors_are_one_line_and_touch_nothing(workdir, tmp_path, make_cf
     (run_dir / "checkpoints").mkdir()
     corrupt = run_dir / "checkpoints" / "corrupt.ckpt"
     corrupt.write_bytes(b"not a checkpoint")
-    cases.append((corrupt, "is not a readable checkpoint"))
+    cases.append((corrupt, "is not a readable checkpoint (not a pickle torch writes)"))
     # a checkpoint that would run code when unpickled: weights_only refuses it
     unsafe = run_dir / "checkpoints" / "unsafe.ckpt"
     torch.save({"state_dict": {}, "loops": {}, "payload": Path("x")}, unsafe)
-    cases.append((unsafe, "is not a readable checkpoint"))
+    cases.append((unsafe, "holds objects other than tensors and plain data, unsafe to load (it could run "
+                          "code); refused"))
     before = snapshot(tmp_path)
     for target, message in cases:
         proc = call([f"resume={target}"], workdir)

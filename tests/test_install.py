@@ -54,6 +54,19 @@ def test_a_default_install_has_no_scipy_and_the_search_extra_brings_it():
                for r in project["optional-dependencies"]["test"])
 
 
+def test_jupyter_comes_only_with_the_notebook_extra_and_the_test_extra_carries_what_runs_the_notebook():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    default = requirement_closure(project["dependencies"])
+    assert not {"jupyterlab", "notebook", "ipykernel", "nbclient", "pandas"} & default
+
+    def names(extra):
+        return {Requirement(r).name for r in project["optional-dependencies"][extra]}
+
+    assert {"jupyterlab", "ipykernel", "pandas"} <= names("notebook")
+    assert {"nbclient", "nbformat", "ipykernel", "pandas"} <= names("test")
+    assert "jupyterlab" not in names("test")  # the notebook test needs a kernel, not the web app
+
+
 def test_the_search_without_its_extra_is_one_line_saying_what_to_install(monkeypatch):
     from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins

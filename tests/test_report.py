@@ -109,8 +109,8 @@ def test_a_search_s_many_settings_are_one_band_and_a_cloud_with_the_best_named(t
     labels = [f"lr={0.01 * (k + 1):g}" for k in range(n)]
     panels = {("length=20", "clip=norm"): [(lab, [0, 1], [1.0 + k, 2.0 + k]) for k, lab in enumerate(labels)]}
     means = [0.1 + 0.05 * ((7 * k) % n) for k in range(n)]  # the best is not the last one drawn
-    accuracy = {lab: [("length=20", m, None, 1)] for lab, m in zip(labels, means)}
-    fig = plots.plot_sweep(panels, ["length=20"], ["clip=norm"], accuracy, ["length=20"], tmp_path / "s")
+    accuracy = {lab: [(20, m, None, 1)] for lab, m in zip(labels, means)}
+    fig = plots.plot_sweep(panels, ["length=20"], ["clip=norm"], accuracy, "length", tmp_path / "s")
     top, bottom = fig.axes
     assert len(top.lines) == 1 and len(top.collections) == 1  # the median and its band, not n lines
     assert [t.get_text() for t in top.get_legend().get_texts()] == [f"median, 25-75% of {n} jobs"]
@@ -118,3 +118,71 @@ def test_a_search_s_many_settings_are_one_band_and_a_cloud_with_the_best_named(t
     best = labels[means.index(max(means))]
     assert texts == [f"best: {best} ({max(means):.3g})"]  # no "n=1" label per point
     assert bottom.get_legend() is None and (tmp_path / "s.png").exists()
+
+
+def _nested_json(path):
+    path.write_text("[" * 30_000 + "]" * 30_000)  # within the size bound, beyond any parser's stack
+
+
+def _alias_bomb(path):  # 9 levels of 9 aliases: a few hundred bytes that expand to 9**9 strings
+    lines = ['- &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 9):
+        lines.append(f"- &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _csv_row(job, text):
+    with (job / record.CSV_NAME).open("a") as f:
+        f.write(text)
+
+
+SPOILED_JOBS = [  # (spoil the job dir, the reason its row gives)
+    (lambda j: _nested_json(j / record.METRICS_NAME), "unreadable metrics.json: nested too deep"),
+    (lambda j: (j / record.METRICS_NAME).write_text(" " * 70_000 + "{}"), "unreadable metrics.json: larger than 64 KiB"),
+    (lambda j: _alias_bomb(j / ".hydra" / "overrides.yaml"),
+     "unreadable .hydra/overrides.yaml: YAMLError: aliases are not allowed"),
+    (lambda j: _csv_row(j, "3,0,1.0,1e308,1,1,1,1,1,1,1\n4,0,1,1,1,1,1,1,1,1,1\n"),
+     "unreadable grad_norms.csv: "),  # finite, but beyond float32: no run writes it
+    (lambda j: _csv_row(j, "3,0,1.0,one,1,1,1,1,1,1,1\n4,0,1,1,1,1,1,1,1,1,1\n"), "unreadable grad_norms.csv: "),
+    (lambda j: (j / record.CSV_NAME).write_text("step,epoch\n0,0\n"), "unreadable grad_norms.csv: "),
+]
+
+
+@pytest.mark.parametrize("spoil,reason", SPOILED_JOBS, ids=[
+    "deep-json", "huge-json", "yaml-alias-bomb", "csv-1e308", "csv-text", "csv-header"])
+def test_a_job_whose_files_are_anything_is_one_unreadable_row_and_the_others_get_theirs(tmp_path, spoil, reason):
+    good = make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.5, "W_pre_max": 50.0})
+    bad = make_job(tmp_path, 1, ["clip=none", "length=20", "seed=1"], {"test_acc": 0.25, "W_pre_max": 50.0})
+    spoil(bad)
+    paths = report.write_report(tmp_path)
+    jobs = read_csv(tmp_path / "summary.csv")
+    assert [r["status"] for r in jobs] == ["completed", "unreadable"]
+    assert jobs[1]["error"].startswith(reason), jobs[1]["error"]
+    assert jobs[0]["test_acc"] == "0.5" and good.name == jobs[0]["dir"]
+    assert all(p.exists() for p in paths)  # the figure too
+
+
+def test_the_figure_takes_the_largest_norms_a_run_can_write(tmp_path):
+    make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.5},
+             w_norms=(3.4e38, 1e-45, 0.0, float("inf")))
+    report.write_report(tmp_path)
+    assert read_csv(tmp_path / "summary.csv")[0]["status"] == "completed"
+    assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_the_report_command_on_a_dir_that_is_no_sweep_or_cannot_be_written_is_one_line(tmp_path, capsys):
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(tmp_path / "plain")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.count("\n") == 1 and "no job dirs" in err
+    assert list((tmp_path / "plain").iterdir()) == []  # no lock file left in it
+
+    sweep = tmp_path / "sweep"
+    make_job(sweep, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.5})
+    (sweep / "summary.csv").mkdir()  # a path the report cannot write, whoever runs it (root too)
+    with pytest.raises(SystemExit) as stop:
+        report.main([str(sweep)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 1 and err.count("\n") == 1
+    assert err.startswith(f"python -m srn_lightning.report: error: {sweep}: the report cannot be written (")

@@ -5,6 +5,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -56,11 +57,39 @@ def test_a_short_run_writes_every_artifact(make_cfg, tmp_path, monkeypatch):
             assert len(events.Scalars(f"grad_norm_{when}/{n}")) == 15
     w = [e.value for e in events.Scalars("grad_norm_pre/W")]
     assert w == pytest.approx(rows["W_pre"], rel=1e-6)
+    for n in ("W", "U", "b", "total"):  # the views that TensorBoard's defaults cannot hide
+        norms = np.array(rows[f"{n}_pre"])
+        log10 = [e.value for e in events.Scalars(f"grad_norm_pre_log10/{n}")]
+        assert log10 == pytest.approx(np.log10(np.maximum(norms, 1e-10)), rel=1e-6)
+        peak = {e.step: e.value for e in events.Scalars(f"grad_norm_pre_peak/{n}")}
+        running = np.maximum.accumulate(norms)
+        rises = {0} | {s for s in range(1, 15) if running[s] > running[s - 1]}
+        assert set(peak) == rises | {4, 9, 14}  # where the peak rises, and each epoch's last step
+        assert [peak[s] for s in sorted(peak)] == pytest.approx(running[sorted(peak)], rel=1e-6)
     assert {"val/acc", "val/loss", "test/acc", "train/loss"} <= set(tags["scalars"])
     assert "grad_norms" in tags["images"]
 
     assert not (tmp_path / "lightning_logs").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_the_dashboard_views_show_a_one_step_spike_and_a_fall_to_zero(tmp_path):
+    """The book's run in miniature: W's norm spikes at step 1 and is exactly 0 from step 3."""
+    from types import SimpleNamespace
+
+    from srn_lightning.callbacks import RowWriter
+
+    rows = [[0, 0, 28.0], [1, 0, 1273.0], [2, 0, 0.005], [3, 0, 0.0], [4, 0, float("nan")], [5, 0, 1e-14],
+            [6, 1, 2000.0], [7, 1, 3.0]]
+    monitor = SimpleNamespace(columns=["step", "epoch", "W_pre"], rows=lambda start=0: rows[:2])
+    writer = RowWriter(monitor, tmp_path / "norms.csv", {"W_pre": "w"}, log10_tags={"W_pre": "log"},
+                       peak_tags={"W_pre": "peak"})
+    writer.on_fit_start(None, None)  # a resumed run: steps 0 and 1 before its checkpoint
+    shown = [writer.scalars(r) for r in rows[2:6]] + [writer.scalars(r, last=True) for r in rows[6:]]
+    assert [v["log"] for v in shown if "log" in v] == pytest.approx([-2.30103, -10.0, -10.0, 3.30103, 0.4771213])
+    assert "log" not in shown[2]  # NaN: no point, TensorBoard would drop it anyway
+    # the peak: where it rises (1273 came before the checkpoint), and at the last row of a write
+    assert [v.get("peak") for v in shown] == [None, None, None, None, 2000.0, 2000.0]
 
 
 def test_test_accuracy_is_the_best_checkpoints(make_cfg, data_dir, tmp_path):
@@ -197,3 +226,15 @@ def test_a_run_ends_with_its_answer_and_keeps_lightnings_lines_in_its_log(tmp_pa
     proc = run_cli(["clip=norm", f"data.dir={data_dir}", "trainer.max_epochs=1", "verbose=true"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "GPU available" in proc.stdout and "Tip:" in proc.stdout  # verbose: as Lightning prints them
+
+
+@pytest.mark.slow
+def test_a_run_that_hydra_moves_into_its_dir_reads_and_shows_paths_from_where_it_was_launched(tmp_path):
+    proc = run_cli(["hydra.job.chdir=true", "trainer.max_epochs=1", "hydra.run.dir=runs/r", "grad_time=false",
+                    "trainer.enable_progress_bar=false"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # the data where the command was launched (data.dir is relative to it), none in the run dir
+    assert sorted(p.name for p in (tmp_path / "data" / "20").iterdir()) == ["dev.txt", "test.txt", "train.txt"]
+    assert not (tmp_path / "runs" / "r" / "data").exists()
+    lines = [ln.split(" - ", 1)[1] for ln in proc.stdout.rstrip("\n").splitlines()[-3:]]
+    assert lines == ["run dir: runs/r", "figure: runs/r/grad_norms.png", "dashboards: tensorboard --logdir runs/r"]
