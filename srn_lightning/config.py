@@ -249,7 +249,8 @@ RESERVED_TRAINER_KEYS = {
     "default_root_dir": "the run dir is hydra.run.dir",
     "enable_checkpointing": "checkpoints are kept for the best-on-dev test and resume",
     "accumulate_grad_batches": "the grad norms are recorded per optimizer step, one batch each",
-    "plugins": "the run's checkpoint IO is the project's (a resumed checkpoint is read once)",
+    "plugins": "the run's checkpoint IO (a resumed checkpoint is read once) and cluster environment "
+               "(one requeue mechanism: srn_lightning/cluster.py) are the project's",
     "barebones": "it turns off the logger and checkpoints the run's record is made of",
     "fast_dev_run": "it writes no checkpoints and no TensorBoard events; for a quick try, "
                     "trainer.max_epochs=1 (and +trainer.limit_train_batches=1)",

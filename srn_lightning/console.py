@@ -84,9 +84,10 @@ def progress_bar_default(parallel: bool) -> bool:
 
 # ---- the process that runs jobs -------------------------------------------------------------------------------
 
-def setup_process(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
-    """What a process that runs jobs sets up for each: its console, warning filters, exit handler and
-    torch threads; and, unless the config sets it, whether the job shows a progress bar."""
+def setup_process(cfg: DictConfig, hydra_cfg: DictConfig, job_num: int | None = None) -> None:
+    """What a process that runs jobs sets up for each: its console (`job_num`: a sweep's job, by its
+    number in the sweep), warning filters, exit handler and torch threads; and, unless the config
+    sets it, whether the job shows a progress bar."""
     import lightning
     import torch
     from hydra.types import RunMode
@@ -97,7 +98,7 @@ def setup_process(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
     logging.getLogger(lightning.__name__).handlers.clear()
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     # `hydra.verbose=...`, Hydra's own switch for more log lines, counts as verbose too
-    setup_console(cfg.verbose or bool(hydra_cfg.verbose), hydra_cfg.job.num if in_sweep else None)
+    setup_console(cfg.verbose or bool(hydra_cfg.verbose), job_num if in_sweep else None)
     if cfg.trainer.get("enable_progress_bar") is None:
         with open_dict(cfg):
             cfg.trainer.enable_progress_bar = progress_bar_default(

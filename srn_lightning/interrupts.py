@@ -18,7 +18,9 @@ import threading
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGUSR2: submitit's requeue signal (Slurm's warning before a time limit); acted on as SIGINT is,
+# then handed to submitit (srn_lightning/cluster.py)
+SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
 
 
 class Interrupted(BaseException):

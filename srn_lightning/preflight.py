@@ -186,12 +186,31 @@ def job_dir_name(*, _root_) -> str:
     to a length every file system takes: a name too long keeps its head and gets a hash of the
     whole, so it stays readable and unique."""
     job = _root_.hydra.job
-    name = f"{job.num + int(os.environ.get(JOB_OFFSET_ENV, '0'))}_{job.override_dirname}"
+    name = f"{job_number(job.num)}_{job.override_dirname}"
     raw = name.encode()
     if len(raw) <= MAX_DIR_NAME:
         return name
     digest = "_" + hashlib.sha256(raw).hexdigest()[:10]
     return raw[: MAX_DIR_NAME - len(digest)].decode(errors="ignore") + digest
+
+
+def job_number(num: int) -> int:
+    """A sweep job's number as its dir and its console lines show it: Hydra's, after the jobs of
+    the sweeps added to before it."""
+    return num + int(os.environ.get(JOB_OFFSET_ENV, "0"))
+
+
+def keep_multirun_history(sweep_dir) -> None:
+    """A sweep dir's multirun.yaml, which Hydra is about to replace with the config of a sweep
+    continued or added there, kept as multirun.<n>.yaml (n = 1, 2, ...: oldest first)."""
+    import shutil
+
+    current = Path(sweep_dir) / "multirun.yaml"
+    if current.is_file() and not current.is_symlink():
+        n = 1
+        while (current.parent / f"multirun.{n}.yaml").exists():
+            n += 1
+        shutil.copyfile(current, current.parent / f"multirun.{n}.yaml")
 
 
 OmegaConf.register_new_resolver("job_dir_name", job_dir_name, replace=True)
@@ -228,8 +247,10 @@ class CheckConfig(Callback):
                 raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a non-zero integer (negative: that many "
                                   "fewer than the cores plus one, as joblib counts)")
             check_writable_dir(sweep_dir, "hydra.sweep.dir")
-            first = first_job_number(sweep_dir, config.sweep_add)
+            continues = os.environ.get(resume.CONTINUE_ENV) == "1"  # resume=SWEEP_DIR: its own jobs, again
+            first = 0 if continues else first_job_number(sweep_dir, config.sweep_add)
             locks.hold(sweep_dir)  # for the launching process's lifetime
             os.environ[JOB_OFFSET_ENV] = str(first)
+            keep_multirun_history(sweep_dir)
         except UserError as err:
             raise SystemExit(f"error: {err}") from None

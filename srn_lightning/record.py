@@ -32,7 +32,7 @@ TRACKED = ("W", "U", "b", "total")  # the parameters' names, and "total": all gr
 COLUMNS = ["step", "epoch", "loss", *(f"{n}_pre" for n in TRACKED), *(f"{n}_post" for n in TRACKED)]
 CONFIG_KEYS = list(RUN_KEYS)  # the config keys a run is known by (the schema's run keys)
 NORM_KEYS = [f"{n}_pre_{which}" for which in ("max", "last") for n in TRACKED]
-STATUSES = ("completed", "diverged", "interrupted", "failed")
+STATUSES = ("completed", "diverged", "interrupted", "failed", "cancelled")
 HPARAM_METRICS = ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
 
 

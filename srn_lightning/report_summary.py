@@ -28,12 +28,19 @@ def mean_std_n(values) -> tuple[float | None, float | None, int]:
     return mean, std, len(xs)
 
 
+# Overrides that say how a job ran, not what it is: never a setting of the report
+OPERATIONAL = {"resume", "sweep_add", "threads", "verbose", "data.dir", "data.num_workers",
+               "data.regenerate", "trainer.enable_progress_bar"}
+
+
 def varying(rows: list[dict]) -> set[str]:
-    """The override keys whose values differ between jobs (or that some jobs lack)."""
+    """The override keys whose values differ between jobs (or that some jobs lack), less the
+    operational ones."""
     seen: dict[str, set] = {}
     for row in rows:
         for o in row["_overrides"]:
-            seen.setdefault(override_key(o), set()).add(o)
+            if override_key(o) not in OPERATIONAL:
+                seen.setdefault(override_key(o), set()).add(o)
     return {k for k, vals in seen.items()
             if len(vals) > 1 or sum(k in map(override_key, r["_overrides"]) for r in rows) < len(rows)}
 

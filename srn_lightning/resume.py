@@ -15,6 +15,11 @@ from srn_lightning import record
 from srn_lightning.config import CONFIG_DIR, RESUMABLE, config_keys, trainer_arguments
 from srn_lightning.errors import UserError
 
+MULTIRUN_NAME = "multirun.yaml"  # a sweep dir's: the sweep's config, as Hydra saved it
+# Set for the processes of a sweep that continues one (resume=SWEEP_DIR): its dir holds its jobs
+CONTINUE_ENV = "SRN_SWEEP_CONTINUES"
+# The settings of a sweep's launcher that a continuation takes over from multirun.yaml
+LAUNCHER_OVERRIDES = ("hydra/launcher=", "hydra.launcher.")
 MONITOR_STATE = "GradNormMonitor"  # the callbacks' state keys in a checkpoint
 RUN_CONFIG_STATE = "RunConfig"
 
@@ -40,7 +45,8 @@ def resolve_resume(target) -> tuple[Path, Path | None]:
         raise ResumeError(f"resume={target}: {run_dir} holds '${{', which Hydra would read as an "
                           "interpolation; rename the dir")
     if not (run_dir / ".hydra" / "overrides.yaml").is_file():
-        raise ResumeError(f"resume={target}: {run_dir} is not a run dir (no .hydra/overrides.yaml)")
+        raise ResumeError(f"resume={target}: {run_dir} is not a run dir (no .hydra/overrides.yaml) "
+                          f"nor a sweep dir (no {MULTIRUN_NAME})")
     check_no_links(target, run_dir)
     if not ckpt.is_file():
         if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.ckpt")):
@@ -323,12 +329,15 @@ def quote(value) -> str:
 
 
 def resume_argv(argv: list[str]) -> list[str]:
-    """Rewrite `resume=X [overrides]` into the run's own overrides + the given ones, in its own dir."""
+    """Rewrite `resume=X [overrides]` into the run's own overrides + the given ones, in its own dir;
+    `resume=SWEEP_DIR` into the sweep's own (`continue_sweep_argv`)."""
     targets = [a.split("=", 1)[1] for a in argv if a.startswith("resume=")]
     if not targets or targets[-1] == "null":
         return argv
     if not targets[-1]:
         raise ResumeError("resume=: empty; give a run dir or a checkpoint (resume=outputs/runs/...)")
+    if (Path(targets[-1]) / MULTIRUN_NAME).is_file():
+        return continue_sweep_argv(Path(targets[-1]), [a for a in argv if not a.startswith("resume=")])
     run_dir, ckpt = resolve_resume(targets[-1])
     saved = read_overrides(run_dir)
     saved = [replayable(o, run_dir) for o in saved if not str(o).startswith("resume=")]
@@ -356,3 +365,56 @@ def read_overrides(run_dir: Path) -> list:
         return record.read_overrides(run_dir)
     except (OSError, ValueError) as err:
         raise ResumeError(f"{path}: {err}") from None
+
+
+def continue_sweep_argv(sweep_dir: Path, given: list[str]) -> list[str]:
+    """`resume=SWEEP_DIR [launcher settings]`: the sweep again, with its own overrides and
+    launcher, into its own dir, each job into its own job dir (attempts.plan decides there what is
+    kept, resumed or run). Only `hydra.*` settings may be given (another launcher, its resources):
+    the jobs are the sweep's; and what a resumed run may change (RESUMABLE, threads)."""
+    from omegaconf import OmegaConf
+
+    where = sweep_dir / MULTIRUN_NAME
+    check_no_links(sweep_dir, sweep_dir)
+    try:
+        saved = OmegaConf.load(where)
+        task = [str(o) for o in saved.hydra.overrides.task]
+        hydra = [str(o) for o in saved.hydra.overrides.hydra]
+        added = bool(saved.get("sweep_add"))
+    except Exception as err:
+        raise ResumeError(f"resume={sweep_dir}: {where} is not a sweep's config "
+                          f"({str(err).splitlines()[0][:80]})") from None
+    if added or saved.get("hparams_search") is not None:
+        raise ResumeError(f"resume={sweep_dir}: a sweep added to another (sweep_add) or a search "
+                          "(hparams_search) is not continued; resume a job of it with resume=<job dir>")
+    allowed = set(RESUMABLE) | {"threads"}
+    bad = [a for a in given if not a.startswith(("-", "hydra.", "hydra/"))
+           and a.lstrip("+~").split("=", 1)[0] not in allowed]
+    if bad:
+        raise ResumeError(f"{bad[0].split('=')[0]}: cannot change when a sweep continues (its jobs "
+                          "are the sweep's); allowed with resume=SWEEP_DIR: hydra.* (its launcher's "
+                          f"settings), {', '.join(sorted(allowed))}")
+    for override in task:  # the sweep's own, as replayable as a run's, but sweeps allowed
+        if override.split("=", 1)[0].lstrip("+~") not in ("sweep_add",):
+            replayable_sweep(override, where)
+    launcher = [o for o in hydra if o.startswith(LAUNCHER_OVERRIDES)]
+    os.environ[CONTINUE_ENV] = "1"
+    return ["-m", *[o for o in task if not o.startswith("sweep_add=")], *launcher,
+            *[a for a in given if a != "-m" and a != "--multirun"], f"hydra.sweep.dir={quote(sweep_dir)}"]
+
+
+def replayable_sweep(override: str, where: Path) -> str:
+    """An override of a sweep's multirun.yaml: `replayable`, with sweeps (a,b,c) allowed."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_override(override)
+    except Exception:
+        raise ResumeError(f"{where}: {override!r} is not an override") from None
+    if parsed.is_sweep_override():
+        key = parsed.key_or_group
+        if key not in schema_keys() or parsed.package is not None:
+            raise ResumeError(f"{where}: {override!r}: not replayed; a sweep's overrides may only set "
+                              "keys of the project's config (as in the README's table)")
+        return override
+    return replayable(override, where.parent)

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple, NoReturn
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import answer, console, interrupts, locks, preflight, record
+from srn_lightning import answer, attempts, cluster, console, interrupts, locks, preflight, record
 from srn_lightning.config import ALLOWED, CONFIG_DIR, config_keys, did_you_mean, trainer_arguments
 from srn_lightning.errors import UserError
 from srn_lightning.resume import resume_argv, resume_checkpoint, run_config, take_checked
@@ -37,7 +37,8 @@ class Built(NamedTuple):
     best: Any  # the ModelCheckpoint that keeps the best epoch on dev
 
 
-def run(cfg: DictConfig, run_dir, callbacks=(), *, checked: bool = False) -> dict:
+def run(cfg: DictConfig, run_dir, callbacks=(), *, checked: bool = False, history=None,
+        on_stop=None, sweep_dir=None) -> dict:
     """One run in `run_dir`: check its config (preflight.check_job, unless `checked` says that was
     done), build, make the data files, fit, test the best-on-dev checkpoint, draw, record, log its
     answer (`answer.lines`). Returns the metrics it also writes to `run_dir/metrics.json`.
@@ -45,7 +46,9 @@ def run(cfg: DictConfig, run_dir, callbacks=(), *, checked: bool = False) -> dic
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
     is tested); "interrupted" (SIGINT/SIGTERM in any phase: metrics.json says which, last.ckpt holds
-    the last completed epoch; raises SystemExit after writing metrics.json).
+    the last completed epoch; raises SystemExit after writing metrics.json, once `on_stop` has
+    been called with the signal's name). `history` (a job's earlier attempts, attempts.plan) goes
+    into the record; `sweep_dir`: the sweep of a job, which its record says to continue.
     """
     if not checked:
         preflight.check_job(cfg, run_dir)
@@ -64,12 +67,12 @@ def run(cfg: DictConfig, run_dir, callbacks=(), *, checked: bool = False) -> dic
             if outcome["status"] == "interrupted":
                 raise interrupts.Interrupted("fit", phases.signum or signal.SIGINT)
             phases.check()  # a SIGTERM that came as the fit ended
-            return finish(cfg, built, run_dir, outcome, phases)
+            return finish(cfg, built, run_dir, outcome, phases, history or {})
         except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, built, run_dir, stop)
+            stop_interrupted(cfg, built, run_dir, stop, history or {}, on_stop, sweep_dir)
 
 
-def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) -> dict:
+def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases, history: dict) -> dict:
     """After the fit: test the best checkpoint, draw, record."""
     from srn_lightning import measurements
 
@@ -79,6 +82,7 @@ def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) 
         metrics = record.finished_metrics(
             cfg=cfg, **outcome, **best, epochs=epochs_done(built.trainer),
             steps=built.trainer.global_step, measured=measurements.summary(built.measured),
+            **history,
         )
         phases.enter("figures")
         draw(cfg, built, run_dir)
@@ -145,11 +149,15 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         # max_queue: room for an epoch's scalars (up to 17 a step; the book's data has 5 steps an epoch,
         # 38 at batch size 8), so logging them does not wait for the writer's thread; the default
         # of 10 costs 0.08 s of a 2 s fit (benchmarks/README.md)
+        # resumed: the steps the interrupted attempt logged after its checkpoint are purged, so
+        # TensorBoard shows one run
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False,
-                                 max_queue=1000),
+                                 max_queue=1000, purge_step=attempts.purge_step(cfg.resume)),
         callbacks=[best, last, *(cb for m in measured for cb in m.callbacks(run_dir)),
                    RunConfig(run_config(cfg)), *callbacks],
-        plugins=[CheckedCheckpointIO(take_checked)],  # a resumed checkpoint: read once, by the checks
+        # a resumed checkpoint: read once, by the checks; the cluster environment: one requeue
+        # mechanism, submitit's (srn_lightning/cluster.py)
+        plugins=[CheckedCheckpointIO(take_checked), cluster.lightning_environment()],
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
     measurements.add_charts(trainer, measured)
@@ -198,22 +206,28 @@ def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
 
 
 def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
-                     stop: interrupts.Interrupted) -> NoReturn:
+                     stop: interrupts.Interrupted, history: dict | None = None, on_stop=None,
+                     sweep_dir: Path | None = None) -> NoReturn:
     """An interrupted run's record, first and whole (metrics.json saying where it stopped and how
-    to go on), then the figure of what was measured; then SystemExit with that line."""
+    to go on: a sweep's job, by continuing its sweep), then the figure of what was measured; then
+    `on_stop` with the signal's name, and SystemExit with that line."""
     trainer = built.trainer if built is not None else None
     epochs, steps = (epochs_done(trainer), trainer.global_step) if trainer else (0, 0)
-    resume = f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}"
+    resume = (f"python -m srn_lightning.train -m resume={shlex.quote(str(sweep_dir))}" if sweep_dir
+              else f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}")
     log.warning("interrupted by %s during %s; writing the record", stop.signal, stop.phase)
     # a second signal is ignored from now on (interrupts.Phases): the record is written whole
     record.write_metrics(run_dir, record.interrupted_metrics(
-        cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
+        cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume)
+        | (history or {}))
     if trainer is not None:
         try:
             draw(cfg, built, run_dir)  # what was measured
             trainer.logger.finalize("failed")  # as Lightning does on an interrupt
         except Exception:  # the record says what happened; a figure that fails does not change it
             log.exception("interrupted run: figure or TensorBoard files not written")
+    if on_stop is not None:
+        on_stop(stop.signal)
     raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {epochs} completed "
                      f"epochs; continue with: {resume}")
 
@@ -236,19 +250,36 @@ def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes (0 if none)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+    from omegaconf import open_dict
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    sweep_dir = Path(hydra_cfg.sweep.dir) if in_sweep else None
+    requeue = cluster.requeue_handler()  # before the run's own handlers replace it
+    history: dict = {}
     with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
         try:
-            console.setup_process(cfg, hydra_cfg)
+            job_num = preflight.job_number(hydra_cfg.job.num) if in_sweep else None
+            console.setup_process(cfg, hydra_cfg, job_num)
             if in_sweep:  # a single run's checks ran before Hydra made its dir (preflight.CheckConfig)
+                locks.hold(run_dir)  # a sweep's job: Hydra made its dir; an earlier attempt may be there
+                plan = attempts.plan(run_dir)
+                if "kept" in plan:
+                    return plan["kept"].get("dev_best") or 0.0
+                if "resume" in plan:
+                    with open_dict(cfg):
+                        cfg.resume = plan["resume"]
+                history = plan.get("history", {})
+                if cluster.requeues():
+                    history["requeues"] = max(history.get("requeues", 0), cluster.requeues())
                 preflight.check_job(cfg, run_dir)
             locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
-            metrics = run(cfg, run_dir, checked=True)
+            metrics = run(cfg, run_dir, checked=True, history=history, sweep_dir=sweep_dir,
+                          on_stop=lambda name: cluster.requeue_after(name, requeue))
         except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, None, run_dir, stop)
+            stop_interrupted(cfg, None, run_dir, stop, history, sweep_dir=sweep_dir,
+                             on_stop=lambda name: cluster.requeue_after(name, requeue))
         except Exception as err:
             reason = record_failure(cfg, run_dir, err)
             single = not in_sweep and isinstance(err, UserError)
@@ -320,6 +351,7 @@ def cli() -> None:
     try:
         with interrupts.Phases("start-up or exit"):  # a run's own phases cover everything in between
             sys.argv[1:] = resume_argv(sys.argv[1:])
+            cluster.register_launcher()
             main()
     except interrupts.Interrupted as stop:
         sys.exit(f"error: interrupted by {stop.signal} (before the run started, or after its "

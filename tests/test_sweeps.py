@@ -276,8 +276,9 @@ def test_the_slurm_launcher_config_asks_for_what_a_job_needs(make_cfg):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
     launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert launcher._target_ == "hydra_plugins.srn_lightning_launcher.SlurmLauncher"  # the project's wait
     assert (launcher.timeout_min, launcher.cpus_per_task, launcher.mem_gb, launcher.partition) == (30, 2, 4, None)
+    assert launcher.max_num_timeout == 50  # a job at its time limit is requeued and continues
     assert launcher.submitit_folder.startswith(cfg.hydra.sweep.dir + "/.submitit")  # logs with the jobs
     instantiate(launcher)  # a launcher Hydra can build; submitting needs a cluster
     assert job_threads(make_cfg(), launcher) == 2  # torch uses the cores Slurm gives the job
