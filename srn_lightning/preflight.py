@@ -216,6 +216,31 @@ def keep_multirun_history(sweep_dir) -> None:
 OmegaConf.register_new_resolver("job_dir_name", job_dir_name, replace=True)
 
 
+def check_slurm_answers(launcher, timeout: float = 20.0) -> None:
+    """A sweep for a Slurm launcher (submitit's or the project's) needs a controller that answers:
+    `scontrol ping`, bounded in time, before the sweep dir exists (sbatch would fail with a
+    traceback after it)."""
+    import shutil
+    import subprocess
+
+    if "slurm" not in str(launcher.get("_target_", "")).lower():
+        return
+    why = None
+    if shutil.which("scontrol") is None:
+        why = "no scontrol on the PATH: this machine is not a Slurm login node"
+    else:
+        try:
+            ping = subprocess.run(["scontrol", "ping"], capture_output=True, text=True, timeout=timeout)
+            if ping.returncode != 0 or "UP" not in ping.stdout:
+                said = [ln.strip() for ln in (ping.stdout + ping.stderr).splitlines() if ln.strip()]
+                why = f"scontrol ping: {said[0][:120] if said else f'exit status {ping.returncode}'}"
+        except subprocess.TimeoutExpired:
+            why = f"scontrol ping got no answer in {timeout:.0f} s"
+    if why:
+        raise UserError(f"hydra/launcher=slurm: no Slurm controller answers ({why}); run the sweep on a "
+                        "cluster's login node, or with hydra/launcher=joblib on this machine")
+
+
 # ---- the Hydra callback ------------------------------------------------------------------------
 
 class CheckConfig(Callback):
@@ -246,6 +271,7 @@ class CheckConfig(Callback):
             if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs != 0):
                 raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a non-zero integer (negative: that many "
                                   "fewer than the cores plus one, as joblib counts)")
+            check_slurm_answers(config.hydra.launcher)
             check_writable_dir(sweep_dir, "hydra.sweep.dir")
             continues = os.environ.get(resume.CONTINUE_ENV) == "1"  # resume=SWEEP_DIR: its own jobs, again
             first = 0 if continues else first_job_number(sweep_dir, config.sweep_add)

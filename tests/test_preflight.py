@@ -5,10 +5,12 @@ each runs once in a run's process."""
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from srn_lightning import preflight, resume, train
 from srn_lightning.config import CONFIG_DIR
 
+from .conftest import compose_cfg
 from .test_faults import snapshot
 
 
@@ -92,3 +94,25 @@ def test_a_resumed_run_reads_its_checkpoint_once(make_cfg, tmp_path, monkeypatch
     metrics = run(make_cfg("trainer.max_epochs=2", *quick, f"resume={ckpt}"), tmp_path)
     assert metrics["epochs"] == 2 and metrics["steps"] == 4
     assert len(loads) == 2  # last.ckpt once, for the checks and the fit; the best one for the test
+
+
+@pytest.mark.parametrize("scontrol,why", [
+    (None, "no scontrol on the PATH: this machine is not a Slurm login node"),
+    ("echo 'Slurmctld(primary) at vm is DOWN'; echo '*****'; exit 1", "scontrol ping: Slurmctld(primary) at vm is DOWN"),
+])
+def test_a_slurm_sweep_without_a_controller_is_one_line_before_its_dir_exists(tmp_path, monkeypatch, scontrol, why):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    if scontrol is not None:
+        (bin_dir / "scontrol").write_text(f"#!/bin/sh\n{scontrol}\n")
+        (bin_dir / "scontrol").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    cfg = compose_cfg("hydra/launcher=slurm")
+    OmegaConf.update(cfg, "hydra", {"sweep": {"dir": str(tmp_path / "sweep")},
+                                    "launcher": {"_target_": "hydra_plugins.srn_lightning_launcher.SlurmLauncher"}},
+                     force_add=True)
+    with pytest.raises(SystemExit) as stop:
+        preflight.CheckConfig().on_multirun_start(cfg)
+    assert str(stop.value) == (f"error: hydra/launcher=slurm: no Slurm controller answers ({why}); run the sweep "
+                               "on a cluster's login node, or with hydra/launcher=joblib on this machine")
+    assert not (tmp_path / "sweep").exists()
