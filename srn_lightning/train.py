@@ -286,6 +286,7 @@ def setup_process(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
 
     from srn_lightning import console
 
+    console.steady_streams()  # a joblib worker's or submitit job's own streams
     # Hydra's handlers (console and the run's train.log) print Lightning's messages; its own console
     # handler would print each of them a second time.
     logging.getLogger(lightning.__name__).handlers.clear()
@@ -384,6 +385,9 @@ def cli() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from srn_lightning.console import steady_streams
+
+    steady_streams()  # before Hydra points its console handler at stdout
     # Hydra would print config errors itself, over several lines; let them reach us instead.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
