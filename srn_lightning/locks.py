@@ -21,7 +21,9 @@ class InUseError(UserError, RuntimeError):
 
 def _open(path: Path, create: bool) -> int:
     flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | (os.O_CREAT if create else 0)
-    return os.open(path, flags, 0o644)
+    # 0666 less the umask, as a plain open() gives: under a group's umask (002) a colleague can
+    # take the lock of a run or sweep dir to resume or add to it
+    return os.open(path, flags, 0o666)
 
 
 def _refuse(directory, fd: int) -> None:
