@@ -47,7 +47,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     added to the project's own (handy for notebooks and tests).
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
-    is tested); "interrupted" (SIGINT/SIGTERM in any phase: metrics.json says which, last.ckpt holds
+    is tested); "interrupted" (a signal in any phase, `interrupts.STOPS`: metrics.json says which, last.ckpt holds
     the last completed epoch; raises SystemExit after writing metrics.json).
     """
     validate(cfg)
@@ -138,6 +138,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         cfg.data.num_workers, cfg.data.regenerate,
     )
     module = make_module(cfg)
+    module.model.rnn_model.stop_point = interrupts.stop_point  # a signal stops a step of any length
     best = ModelCheckpoint(  # the best on dev, tested at the end
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
         mode="max", auto_insert_metric_name=False,
@@ -256,6 +257,7 @@ def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
                      stop: interrupts.Interrupted) -> NoReturn:
     """An interrupted run's record, first and whole (metrics.json saying where it stopped and how
     to go on), then the figure of what was measured; then SystemExit with that line."""
+    interrupts.acted()
     trainer = built.trainer if built is not None else None
     epochs, steps = (epochs_done(trainer), trainer.global_step) if trainer else (0, 0)
     resume = f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}"
@@ -395,6 +397,7 @@ def cli() -> None:
             sys.argv[1:] = resume_argv(sys.argv[1:])
             main()
     except interrupts.Interrupted as stop:
+        interrupts.acted()
         sys.exit(f"error: interrupted by {stop.signal} (before the run started, or after its "
                  "record was written)")
     except UserError as err:
