@@ -17,6 +17,7 @@ import io
 import logging
 import os
 import sys
+import threading
 
 # Loggers whose INFO lines (hardware found, tips and ads, checkpoint restored) say nothing about the
 # experiment; their warnings and errors still reach the console.
@@ -157,6 +158,18 @@ def steady_streams() -> None:
         for handler in console_handlers():
             if handler.stream is stream:
                 handler.setStream(steady)
+    threading.excepthook = _thread_failed
+
+
+def _thread_failed(args) -> None:
+    """A background thread that fails (TensorBoard's writer on a full disk) is one log line, not a
+    traceback on the console: the run meets the same error where it writes, and its record names
+    the file."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger(__name__).error("%s failed: %s: %s", name, args.exc_type.__name__,
+                                      args.exc_value)
 
 
 def _say_once(line: str, lost: SteadyStream) -> None:

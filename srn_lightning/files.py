@@ -27,15 +27,30 @@ def open_atomic(path, mode: str = "w", **kwargs):
     usual 022): mkstemp creates its file 0600, and the rename would carry that private mode over to
     results that colleagues, TensorBoard or a web server running as another user must read."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, 0o666 & ~current_umask())
+            with os.fdopen(fd, mode, **kwargs) as f:
+                yield f
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+@contextlib.contextmanager
+def naming(path):
+    """An OSError raised in the block that names no file (a write that fails: a full disk, a
+    file-size limit) names `path`, so that its message says which file failed; so does one that
+    another exception (a signal's, a file-size limit's SIGXFSZ) replaced as it was raised."""
     try:
-        os.fchmod(fd, 0o666 & ~current_umask())
-        with os.fdopen(fd, mode, **kwargs) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        yield
+    except BaseException as err:
+        failed = err if isinstance(err, OSError) else err.__context__
+        if isinstance(failed, OSError) and failed.filename is None:
+            failed.filename = str(path)
         raise
 
 

@@ -12,6 +12,9 @@ A signal never goes missing. The handler notes it (`pending`) and:
   every time position of its forward and (on the CPU) backward pass (`stop_point`), so a step of any
   length is cut within a position's time, and never in the middle of a checkpoint being saved;
 - while a file of the record is written (`deferred`), waits for that to end;
+- for SIGXFSZ, does nothing more: the write past a file-size limit that sent it fails with an
+  error naming its file, and the run's record says which (a SIGXFSZ sent with `kill` is acted on
+  at the next phase change or stop point);
 - while the garbage collector runs (an exception raised in one of its callbacks would be printed
   and dropped), sends the signal again a moment later;
 - everywhere else raises `Interrupted` where the signal lands.
@@ -151,8 +154,11 @@ class Phases:
         if not again:
             _state.received = _state.pending = signum
             log.info("%s received during %s", signal.Signals(signum).name, _phase())
-        if _state.deferring or _phase() == "fit":
-            return  # acted on at the next stop point, or as the block ends
+        if _state.deferring or _phase() == "fit" or signum == signal.SIGXFSZ:
+            # acted on at the next stop point or phase change, or as the block ends. A file-size
+            # limit's SIGXFSZ comes with its write's own error (EFBIG), which names the file and
+            # fails the run where it is raised, with its record
+            return
         if _state.collecting:
             # raised in a collector's callback it would be printed and dropped: sent again in a
             # moment, when the collection is over (the next phase change or stop point acts on it

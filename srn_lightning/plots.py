@@ -97,13 +97,19 @@ def _save_png_pdf(fig, out_stem):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import imsave
 
+    from srn_lightning.files import open_atomic
+
     out_stem = Path(out_stem)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     pixels = np.asarray(canvas.buffer_rgba()).copy()
-    imsave(out_stem.with_suffix(".png"), pixels)
+    # atomic, as every file of the record: a write that fails (a full disk, a file-size limit)
+    # leaves no partial image, and its error names the file
+    with open_atomic(out_stem.with_suffix(".png"), "wb") as f:
+        imsave(f, pixels, format="png")
     fig.set_layout_engine("none")
-    fig.savefig(out_stem.with_suffix(".pdf"))
+    with open_atomic(out_stem.with_suffix(".pdf"), "wb") as f:
+        fig.savefig(f, format="pdf")
     return pixels
 
 

@@ -8,7 +8,9 @@ and end with the run's answer on the console.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
+import json
 import logging
 import os
 import shlex
@@ -25,6 +27,7 @@ from omegaconf import DictConfig
 from srn_lightning import answer, interrupts, locks, record
 from srn_lightning.config import CONFIG_DIR, check_trainer_keys, explain, validate
 from srn_lightning.errors import UserError
+from srn_lightning.files import naming
 from srn_lightning.resume import check_checkpoint, resume_argv
 
 log = logging.getLogger(__name__)
@@ -55,7 +58,7 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
     from lightning.pytorch import seed_everything
 
     run_dir = Path(run_dir)
-    built = None
+    built, known = None, {}  # known: what the run has measured so far (its fit's outcome, best)
     with interrupts.Phases() as phases:
         try:
             seed_everything(cfg.seed, workers=True, verbose=False)
@@ -67,12 +70,17 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
             built.datamodule.prepare_data()
             phases.enter("fit")
             outcome = fit(built, ckpt)
+            known.update(outcome)
             if outcome["status"] == "interrupted":
                 raise interrupts.Interrupted("fit", phases.signum or signal.SIGINT)
             phases.check()  # a SIGTERM that came as the fit ended
-            return finish(cfg, built, run_dir, outcome, phases)
+            return finish(cfg, built, run_dir, outcome, phases, known)
         except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, built, run_dir, stop)
+            stop_interrupted(cfg, built, run_dir, stop, known)
+        except Exception as err:
+            if built is None:  # nothing measured: the caller records it (main: record_failure)
+                raise
+            stop_failed(cfg, built, run_dir, phases.phase, err, known)
 
 
 def resume_checkpoint(resume) -> str | None:
@@ -86,31 +94,40 @@ def run_config(cfg: DictConfig) -> dict:
     return {**record.config_summary(cfg), "input_size": cfg.model.input_size}
 
 
-def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases) -> dict:
-    """After the fit: test the best checkpoint, draw, record."""
-    try:
-        phases.enter("test")
-        best = evaluate_best(built)
-        metrics = record.finished_metrics(
-            cfg=cfg, **outcome, **best, epochs=epochs_done(built.trainer),
-            steps=built.trainer.global_step, columns=columns(built.monitor),
-            grad_time=built.flow and columns(built.flow),
-        )
-        phases.enter("figures")
-        draw(cfg, built, run_dir)
+def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases, known: dict) -> dict:
+    """After the fit: test the best checkpoint, draw, record. `known` gets the test's numbers."""
+    phases.enter("test")
+    known.update(evaluate_best(built))
+    metrics = measured(cfg, built, known)
+    phases.enter("figures")
+    draw(cfg, built, run_dir)
+    with naming(run_dir / "tb"):  # TensorBoard's files: an error names their dir
         built.trainer.logger.log_hyperparams(record.hparams(cfg), record.hparam_metrics(metrics))
-    except Exception:
-        built.trainer.logger.finalize("failed")
-        raise
     phases.enter("record")
     with interrupts.deferred():  # a signal now waits until the record is whole, then is acted on
         # the figure and HParams events written after test: flushed and closed here, not left to
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
-        built.trainer.logger.finalize("success")
+        with naming(run_dir / "tb"):
+            built.trainer.logger.finalize("success")
         record.write_metrics(run_dir, metrics)
     for line in answer.lines(metrics, columns(built.monitor), run_dir):  # console and train.log
         log.info(line)
     return metrics
+
+
+def measured(cfg: DictConfig, built: Built, known: dict) -> dict:
+    """The run's record as far as it has measured: the fit's outcome and seconds once it has
+    ended (`known`), the best on dev so far, the test accuracy once tested, the norms of every
+    step done; None for what is not measured yet."""
+    best = built.best
+    dev_best = None if best.best_model_score is None else float(best.best_model_score)
+    found = {"status": "completed", "fit_seconds": None, "dev_best": dev_best, "test_acc": None,
+             "best_checkpoint": Path(best.best_model_path).name if best.best_model_path else None}
+    return record.finished_metrics(
+        cfg=cfg, **{**found, **known}, epochs=epochs_done(built.trainer),
+        steps=built.trainer.global_step, columns=columns(built.monitor),
+        grad_time=built.flow and columns(built.flow),
+    )
 
 
 def epochs_done(trainer) -> int:
@@ -246,34 +263,77 @@ def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
     step = built.trainer.global_step
     pixels = plots.plot_grad_norms(columns(built.monitor), run_dir / record.FIGURE_STEM,
                                    cfg.plot_steps, title=title)
-    log_image(built.trainer, "grad_norms", pixels, step)
+    with naming(run_dir / "tb"):
+        log_image(built.trainer, "grad_norms", pixels, step)
     if built.flow and len(built.flow.table()):
         pixels = plots.plot_grad_time(columns(built.flow), columns(built.monitor),
                                       run_dir / record.GRAD_TIME_STEM, title=title)
-        log_image(built.trainer, "grad_time", pixels, step)
+        with naming(run_dir / "tb"):
+            log_image(built.trainer, "grad_time", pixels, step)
 
 
 def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
-                     stop: interrupts.Interrupted) -> NoReturn:
-    """An interrupted run's record, first and whole (metrics.json saying where it stopped and how
-    to go on), then the figure of what was measured; then SystemExit with that line."""
+                     stop: interrupts.Interrupted, known: dict | None = None) -> NoReturn:
+    """An interrupted run's record, first and whole (metrics.json saying where it stopped, every
+    number measured until then and how to go on), then the figure of what was measured; then
+    SystemExit with that line."""
     interrupts.acted()
     trainer = built.trainer if built is not None else None
-    epochs, steps = (epochs_done(trainer), trainer.global_step) if trainer else (0, 0)
     resume = f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}"
     log.warning("interrupted by %s during %s; writing the record", stop.signal, stop.phase)
+    # what was failing as the signal came: a write past a file-size limit (SIGXFSZ) names its file
+    failing = stop.__context__ if isinstance(stop.__context__, OSError) else None
+    metrics = record.interrupted_metrics(
+        cfg, phase=stop.phase, signal=stop.signal, resume=resume,
+        measured=measured(cfg, built, known or {}) if built is not None else None,
+        error=failing and failure_reason(failing))
     # a second signal is ignored from now on (interrupts.Phases): the record is written whole
-    record.write_metrics(run_dir, record.interrupted_metrics(
-        cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume))
+    write_record(run_dir, metrics)
     if trainer is not None:
         try:
             if built.monitor.rows():
                 draw(cfg, built, run_dir)
             trainer.logger.finalize("failed")  # as Lightning does on an interrupt
-        except Exception:  # the record says what happened; a figure that fails does not change it
-            log.exception("interrupted run: figure or TensorBoard files not written")
-    raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {epochs} completed "
-                     f"epochs; continue with: {resume}")
+        except Exception as err:  # the record says what happened; a figure that fails does not change it
+            log.error("interrupted run: figure or TensorBoard files not written (%s)", failure_reason(err))
+    raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {metrics['epochs']} "
+                     f"completed epochs; continue with: {resume}")
+
+
+class RunFailed(Exception):
+    """A run that failed in `phase`, its record written: metrics.json says `failed`, in which phase,
+    the error (naming the file, where a file could not be written) and every number measured
+    before it. str() is one line; the error itself is the `__cause__`."""
+
+    def __init__(self, phase: str, reason: str) -> None:
+        self.phase, self.reason = phase, reason
+        super().__init__(f"failed during {phase}: {reason}")
+
+
+def stop_failed(cfg: DictConfig, built: Built, run_dir: Path, phase: str, err: Exception,
+                known: dict) -> NoReturn:
+    """A run that failed once built: its record keeps every number measured before the failure."""
+    reason = failure_reason(err)
+    with contextlib.suppress(Exception):  # the logger's files may be what failed
+        built.trainer.logger.finalize("failed")
+    write_record(run_dir, record.failed_metrics(cfg, reason, phase, measured(cfg, built, known)))
+    raise RunFailed(phase, reason) from err
+
+
+def failure_reason(err: BaseException) -> str:
+    """An error as one line: a user's error's own message, else its type and message."""
+    reason = explain(err) or f"{type(err).__name__}: {err}"
+    return (reason.strip().splitlines() or [type(err).__name__])[0]
+
+
+def write_record(run_dir: Path, metrics: dict) -> None:
+    """metrics.json; if even it cannot be written (a full disk), one line says so and holds the
+    record itself, on the console and in train.log."""
+    try:
+        record.write_metrics(run_dir, metrics)
+    except OSError as err:
+        log.error("%s not written (%s); the run's record: %s", run_dir / record.METRICS_NAME,
+                  failure_reason(err), json.dumps(metrics))
 
 
 # ---- the process -------------------------------------------------------------------------------
@@ -347,14 +407,17 @@ _exit_registered = False
 
 def record_failure(cfg: DictConfig, run_dir: Path, err: Exception) -> str:
     """A failed job is a result too: metrics.json says so, so a sweep report has its row. A
-    metrics.json that a finished run left is never overwritten. Returns the reason."""
-    reason = explain(err) or f"{type(err).__name__}: {err}"
+    metrics.json that a finished run left, or that the run wrote for this failure (`RunFailed`),
+    is never overwritten. Returns the reason."""
+    if isinstance(err, RunFailed):
+        return err.reason
+    reason = failure_reason(err)
     try:
         finished = record.read_metrics(run_dir)["status"] == "completed"
     except (OSError, ValueError):
         finished = False
     if not finished:
-        record.write_metrics(run_dir, record.failed_metrics(cfg, reason))
+        write_record(run_dir, record.failed_metrics(cfg, reason))
     return reason
 
 
@@ -362,6 +425,7 @@ def record_failure(cfg: DictConfig, run_dir: Path, err: Exception) -> str:
 def main(cfg: DictConfig) -> float:
     """Hydra entry point; returns best dev accuracy, the metric a sweeper maximizes (0 if none)."""
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -374,7 +438,8 @@ def main(cfg: DictConfig) -> float:
             stop_interrupted(cfg, None, run_dir, stop)
         except Exception as err:
             reason = record_failure(cfg, run_dir, err)
-            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
+            if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run's line is the CLI's error line
+                log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
             raise  # in a sweep Hydra runs the other jobs, then exits non-zero
         finally:
             locks.release(run_dir)
@@ -401,6 +466,10 @@ def cli() -> None:
         sys.exit(f"error: interrupted by {stop.signal} (before the run started, or after its "
                  "record was written)")
     except UserError as err:
+        sys.exit(f"error: {err}")
+    except RunFailed as err:  # its record is written; what failed is one line
+        if not isinstance(err.__cause__, (UserError, OSError)):
+            raise  # a defect: the traceback is for whoever fixes it
         sys.exit(f"error: {err}")
     except (HydraException, OmegaConfBaseException) as err:
         line = explain(err)
