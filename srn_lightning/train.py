@@ -309,6 +309,9 @@ class RunFailed(Exception):
         self.phase, self.reason = phase, reason
         super().__init__(f"failed during {phase}: {reason}")
 
+    def __reduce__(self):  # crosses a process boundary (a joblib worker's job) intact
+        return type(self), (self.phase, self.reason)
+
 
 def stop_failed(cfg: DictConfig, built: Built, run_dir: Path, phase: str, err: Exception,
                 known: dict) -> NoReturn:
