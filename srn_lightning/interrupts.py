@@ -32,6 +32,9 @@ import logging
 import os
 import signal
 import threading
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +52,22 @@ STOPS = {
     signal.SIGXFSZ: "a file-size limit (ulimit -f)",
 }
 SIGNALS = tuple(STOPS)
+# The signals a launcher may give a meaning of its own, by installing its handler before a job
+# runs: submitit's USR2 (its timeout or preemption: checkpoint and requeue, or end the job).
+# Others a launcher handles are still taken: submitit ignores SIGTERM in its jobs (on Slurm its
+# USR2 comes first), but here SIGTERM is the stop that writes the record.
+LAUNCHERS_MAY_OWN = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 def taken_signals() -> tuple[signal.Signals, ...]:
-    """The signals of `STOPS` this process's runs stop on: all but those a launcher has already
-    given a handler of its own (submitit's USR2: checkpoint and requeue, or end the job), and USR1
-    under Slurm, which Lightning handles in a fit (save and requeue) when nothing else does."""
+    """The signals of `STOPS` this process's runs stop on: all but those of `LAUNCHERS_MAY_OWN` a
+    launcher has already given a handler of its own (submitit's USR2), and USR1 under Slurm, which
+    Lightning handles in a fit (save and requeue) when nothing else does."""
     out = []
     for sig in SIGNALS:
         current = signal.getsignal(sig)
         ours = isinstance(getattr(current, "__self__", None), Phases)
-        if callable(current) and current is not signal.default_int_handler and not ours:
+        if sig in LAUNCHERS_MAY_OWN and callable(current) and not ours:
             continue  # a launcher's: submitit's USR2 in its jobs
         if sig == signal.SIGUSR1 and _under_slurm():
             continue
@@ -154,6 +162,10 @@ class Phases:
         if not again:
             _state.received = _state.pending = signum
             log.info("%s received during %s", signal.Signals(signum).name, _phase())
+            if _sweep.dir is not None:
+                stop_jobs(_sweep.dir, signum)
+        if _sweep.dir is not None and _phase() == OUTSIDE:
+            return  # a sweep's launching process: it waits for its jobs, and ends non-zero
         if _state.deferring or _phase() == "fit" or signum == signal.SIGXFSZ:
             # acted on at the next stop point or phase change, or as the block ends. A file-size
             # limit's SIGXFSZ comes with its write's own error (EFBIG), which names the file and
@@ -170,8 +182,11 @@ class Phases:
         check()
 
 
+OUTSIDE = "start-up or exit"  # the phase of a process outside any run: the CLI's own, a launcher's
+
+
 def _phase() -> str:
-    return _active[-1].phase if _active else "start-up or exit"
+    return _active[-1].phase if _active else OUTSIDE
 
 
 def check() -> None:
@@ -236,3 +251,57 @@ def _on_stop(phase, info) -> None:
 def _send_again(signum: int) -> None:
     with contextlib.suppress(OSError):
         os.kill(os.getpid(), signum)
+
+
+# ---- a sweep whose jobs run in other processes -------------------------------------------------
+
+STOP_NAME = ".stopping"  # in a sweep dir: the signal that stopped the sweep
+
+
+class _Sweep:
+    dir: Path | None = None  # the sweep this process launches, when its jobs run in other processes
+
+
+_sweep = _Sweep()
+
+
+class StopSweep(Callback):
+    """Hydra callback: a signal to the launching process of a sweep whose jobs run in other
+    processes (joblib's workers, submitit's jobs) stops the sweep without losing a job. The
+    launching process notes the signal in the sweep dir (`.stopping`), sends it to every job that
+    runs (the holders of the job dirs' locks), which stop with their `interrupted` records, and
+    waits for them; a job that starts after it stops at once with its record (phase `queued`). The
+    launching process then ends non-zero. (With the basic launcher the jobs run in the launching
+    process itself: the signal stops the running job, and the sweep.)"""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        if "basic_launcher" not in str(config.hydra.launcher.get("_target_", "")):
+            sweep_dir = Path(config.hydra.sweep.dir)
+            _sweep.dir = sweep_dir if sweep_dir.is_absolute() else Path(config.hydra.runtime.cwd) / sweep_dir
+            (_sweep.dir / STOP_NAME).unlink(missing_ok=True)  # an earlier stop's, when added to
+
+
+def stop_jobs(sweep_dir: Path, signum: int) -> None:
+    """`.stopping` in `sweep_dir`, then `signum` to every other process that runs one of its jobs."""
+    from srn_lightning import locks
+    from srn_lightning.files import write_atomic
+
+    with contextlib.suppress(OSError):
+        write_atomic(sweep_dir / STOP_NAME, signal.Signals(signum).name + "\n")
+    for job_dir in (p for p in sweep_dir.iterdir() if p.is_dir()) if sweep_dir.is_dir() else ():
+        pid = locks.holder(job_dir)
+        if pid is not None and pid != os.getpid():
+            with contextlib.suppress(OSError):
+                os.kill(pid, signum)
+                log.info("%s sent to the job in %s (process %d)", signal.Signals(signum).name,
+                         job_dir.name, pid)
+
+
+def check_sweep(sweep_dir) -> None:
+    """Raises `Interrupted` (phase `queued`) for a job of a sweep that was stopped before it began."""
+    try:
+        name = (Path(sweep_dir) / STOP_NAME).read_text().strip()
+    except OSError:
+        return
+    if name in signal.Signals.__members__:
+        raise Interrupted("queued", signal.Signals[name])

@@ -74,3 +74,22 @@ def release(directory) -> None:
     fd = _held.pop(Path(directory).absolute(), None)
     if fd is not None:
         os.close(fd)
+
+
+def holder(directory) -> int | None:
+    """The pid of another live process that holds `directory`, or None."""
+    d = Path(directory).absolute()
+    if d in _held:
+        return None
+    try:
+        fd = _open(d / LOCK_NAME, create=False)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+    finally:
+        os.close(fd)  # drops the shared lock too, when it was taken
+    return None

@@ -343,8 +343,8 @@ def write_report(sweep_dir, force: bool = True) -> list[Path]:
         return _build(sweep_dir, force)[0]
 
 
-def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict]]:
-    """The report's files, and the by-setting rows; called under the lock."""
+def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict], list[dict]]:
+    """The report's files, the by-setting rows and the job rows; called under the lock."""
     rows = [read_job(num, d, sweep_dir) for num, d in find_jobs(sweep_dir)]
     if not rows:
         raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
@@ -356,14 +356,14 @@ def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict]]:
                                    "sweep.png", "sweep.pdf")]
     table = _csv_text(rows, JOB_COLUMNS + extra)
     if not force and out[0].exists() and out[0].read_text() == table:
-        return out, by_setting
+        return out, by_setting, rows
     write_atomic(out[0], table)
     write_atomic(out[1], _csv_text(by_setting, agg_columns))
     write_atomic(out[2], markdown(rows, by_setting, sweep_dir))
     data = figure_data(rows, sweep_dir)
     if data["rows"]:
         plots.plot_sweep(**data, out_stem=sweep_dir / "sweep", title=f"sweep {sweep_dir.name}")
-    return out, by_setting
+    return out, by_setting, rows
 
 
 # ---- while a sweep runs: a report that keeps up without costing the sweep its time ---------------
@@ -450,7 +450,7 @@ class SweepReport(Callback):
         self._ended = True
         try:
             with _locked(sweep_dir):
-                paths, by_setting = _build(sweep_dir, force=False)
+                paths, by_setting, rows = _build(sweep_dir, force=False)
         except FileNotFoundError as err:  # stopped before its first job
             log.info("no sweep report: %s", err)
             return
@@ -458,8 +458,8 @@ class SweepReport(Callback):
             log.exception("sweep report not written in %s", sweep_dir)
             return
         # printed, not logged: the launching process's log may still be a job's train.log
-        print("\n".join(["", *setting_table(by_setting), "", f"sweep report: {shown(paths[2])}"]),
-              flush=True)
+        print("\n".join(["", *setting_table(by_setting), "", f"sweep report: {shown(paths[2])}",
+                         *not_completed(rows)]), flush=True)
 
     @staticmethod
     def _sweep_dir(config) -> Path:
@@ -467,6 +467,20 @@ class SweepReport(Callback):
         if not sweep_dir.is_absolute():  # relative to where the sweep was launched
             sweep_dir = Path(config.hydra.runtime.cwd) / sweep_dir
         return sweep_dir
+
+
+def not_completed(rows: list[dict]) -> list[str]:
+    """A line per job that did not run to its end (a diverged job did: divergence is a result)."""
+    out = []
+    for r in rows:
+        if r["status"] in ("completed", "diverged"):
+            continue
+        how = r["status"] + (f" by {r['signal']}" if r.get("signal") else "") + (
+            f" during {r['phase']}" if r.get("phase") else "")
+        out.append(f"job {r['job']} ({r['overrides'] or r['dir']}): {how}"
+                   + (f": {r['error']}" if r.get("error") else "")
+                   + (f"; {r['resume']}" if r.get("resume") else ""))
+    return out
 
 
 def main(argv=None) -> None:

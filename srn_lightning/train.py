@@ -432,21 +432,42 @@ def main(cfg: DictConfig) -> float:
 
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
-        try:
-            setup_process(cfg, hydra_cfg)
-            locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
-            metrics = run(cfg, run_dir)
-        except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, None, run_dir, stop)
-        except Exception as err:
-            reason = record_failure(cfg, run_dir, err)
-            if hydra_cfg.mode == RunMode.MULTIRUN:  # a single run's line is the CLI's error line
-                log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
-            raise  # in a sweep Hydra runs the other jobs, then exits non-zero
-        finally:
-            locks.release(run_dir)
+    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
+    try:
+        with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
+            try:
+                setup_process(cfg, hydra_cfg)
+                locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
+                if in_sweep:
+                    interrupts.check_sweep(sweep_dir(hydra_cfg))  # a sweep stopped before this job
+                metrics = run(cfg, run_dir)
+            except interrupts.Interrupted as stop:
+                stop_interrupted(cfg, None, run_dir, stop)
+            except Exception as err:
+                reason = record_failure(cfg, run_dir, err)
+                if in_sweep:  # a single run's line is the CLI's error line
+                    log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
+                raise  # in a sweep Hydra runs the other jobs, then exits non-zero
+            finally:
+                locks.release(run_dir)
+    except SystemExit as stop:
+        if in_sweep and "basic_launcher" not in str(hydra_cfg.launcher.get("_target_", "")):
+            # a job in a worker or a job of its own: it fails alone, its record written, and the
+            # sweep goes on (a worker that exits would take the pool and its other jobs with it)
+            raise JobInterrupted(str(stop.code)) from None
+        raise
     return metrics["dev_best"] or 0.0
+
+
+class JobInterrupted(Exception):
+    """A sweep's job stopped by a signal, in a process other than the launching one; its record
+    (metrics.json, `interrupted`) is written. str() is the line the run ended with."""
+
+
+def sweep_dir(hydra_cfg) -> Path:
+    """The sweep dir of a job, absolute."""
+    d = Path(hydra_cfg.sweep.dir)
+    return d if d.is_absolute() else Path(hydra_cfg.runtime.cwd) / d
 
 
 def cli() -> None:
@@ -466,9 +487,12 @@ def cli() -> None:
             main()
     except interrupts.Interrupted as stop:
         interrupts.acted()
-        sys.exit(f"error: interrupted by {stop.signal} (before the run started, or after its "
-                 "record was written)")
+        sys.exit(f"error: interrupted by {stop.signal} (outside a run: before it started, after "
+                 "its record was written, or while a sweep's launcher waited for its jobs, whose "
+                 "records say how far each got)")
     except UserError as err:
+        sys.exit(f"error: {err}")
+    except JobInterrupted as err:  # a sweep's job stopped by a signal, its record written
         sys.exit(f"error: {err}")
     except RunFailed as err:  # its record is written; what failed is one line
         if not isinstance(err.__cause__, (UserError, OSError)):
