@@ -471,13 +471,13 @@ class SweepReport(Callback):
 
 def not_completed(rows: list[dict]) -> list[str]:
     """A line per job that did not run to its end (a diverged job did: divergence is a result)."""
-    out = []
+    out, keys = [], varying(rows)
     for r in rows:
         if r["status"] in ("completed", "diverged"):
             continue
         how = r["status"] + (f" by {r['signal']}" if r.get("signal") else "") + (
             f" during {r['phase']}" if r.get("phase") else "")
-        out.append(f"job {r['job']} ({r['overrides'] or r['dir']}): {how}"
+        out.append(f"job {r['job']} ({label(r, keys) or r['overrides'] or r['dir']}): {how}"
                    + (f": {r['error']}" if r.get("error") else "")
                    + (f"; {r['resume']}" if r.get("resume") else ""))
     return out
