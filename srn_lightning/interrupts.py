@@ -267,15 +267,20 @@ _sweep = _Sweep()
 
 class StopSweep(Callback):
     """Hydra callback: a signal to the launching process of a sweep whose jobs run in other
-    processes (joblib's workers, submitit's jobs) stops the sweep without losing a job. The
+    processes of this machine (joblib's workers, submitit_local's jobs) stops the sweep without
+    losing a job. The
     launching process notes the signal in the sweep dir (`.stopping`), sends it to every job that
     runs (the holders of the job dirs' locks), which stop with their `interrupted` records, and
     waits for them; a job that starts after it stops at once with its record (phase `queued`). The
     launching process then ends non-zero. (With the basic launcher the jobs run in the launching
     process itself: the signal stops the running job, and the sweep.)"""
 
+    # the launchers whose jobs run on this machine, as processes of their own: a job's pid (in its
+    # dir's lock) is one this process can signal. Slurm's jobs run on other nodes: Slurm stops them.
+    LOCAL = ("JoblibLauncher", "LocalLauncher")
+
     def on_multirun_start(self, config, **kwargs) -> None:
-        if "basic_launcher" not in str(config.hydra.launcher.get("_target_", "")):
+        if str(config.hydra.launcher.get("_target_", "")).endswith(self.LOCAL):
             sweep_dir = Path(config.hydra.sweep.dir)
             _sweep.dir = sweep_dir if sweep_dir.is_absolute() else Path(config.hydra.runtime.cwd) / sweep_dir
             (_sweep.dir / STOP_NAME).unlink(missing_ok=True)  # an earlier stop's, when added to

@@ -15,7 +15,7 @@ from srn_lightning.data import DataFileError
 from srn_lightning.errors import UserError
 from srn_lightning.files import UnsafePathError
 from srn_lightning.resume import ResumeError
-from srn_lightning.train import RunFailed
+from srn_lightning.train import JobInterrupted, RunFailed
 
 EXAMPLES = [
     ConfigError("lr", -1.0),
@@ -23,6 +23,7 @@ EXAMPLES = [
     Diverged(7),
     RunFailed("figures", "OSError: [Errno 28] No space left on device: 'grad_norms.png'"),
     interrupts.Interrupted("fit", signal.SIGHUP),
+    JobInterrupted("interrupted (SIGTERM during fit) after 3 completed epochs; continue with: ..."),
     UserError("a message"),
     DataFileError("data/20/train.txt:2: token 'x' is not a digit 0-9"),
     locks.InUseError("outputs/x: in use by process 42"),
