@@ -239,7 +239,7 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
     ax.set_ylabel("test accuracy")
     ax.set_title(f"test accuracy of {len(accuracy)} settings, the best starred" if many else
                  "test accuracy: mean and std over seeds (n = seeds)", fontsize=9)
-    if len(accuracy) <= LEGEND_MAX:
+    if len(accuracy) <= LEGEND_MAX and ax.get_legend_handles_labels()[0]:  # none: no job tested
         ax.legend(fontsize=8)
 
     out_stem = Path(out_stem)

@@ -323,6 +323,10 @@ def stop_failed(cfg: DictConfig, built: Built, run_dir: Path, phase: str, err: E
     raise RunFailed(phase, reason) from err
 
 
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
 def failure_reason(err: BaseException) -> str:
     """An error as one line: a user's error's own message, else its type and message."""
     reason = explain(err) or f"{type(err).__name__}: {err}"
@@ -473,6 +477,8 @@ def sweep_dir(hydra_cfg) -> Path:
 def cli() -> None:
     """`python -m srn_lightning.train ...`: Hydra's main, with errors a user can fix printed as one
     line (no traceback), and `resume=` turned into the run's own config and dir."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
@@ -494,6 +500,10 @@ def cli() -> None:
         sys.exit(f"error: {err}")
     except JobInterrupted as err:  # a sweep's job stopped by a signal, its record written
         sys.exit(f"error: {err}")
+    except BrokenProcessPool as err:  # joblib's pool, after one of its workers was killed
+        sys.exit(f"error: a worker process of the sweep died ({type(err).__name__}: "
+                 f"{_first_line(err)}); the pool stopped the other workers' jobs, which have no "
+                 "record (resume= continues each from its last checkpoint), and ran no further job")
     except RunFailed as err:  # its record is written; what failed is one line
         if not isinstance(err.__cause__, (UserError, OSError)):
             raise  # a defect: the traceback is for whoever fixes it
