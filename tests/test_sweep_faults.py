@@ -101,3 +101,19 @@ def test_a_signal_to_the_launcher_stops_every_job_with_its_record(launcher, data
     assert len([line for line in out.splitlines() if line.startswith("job ")]) == 3
     assert_complete_report(sweep_dir, 3)
     assert_gone(pids)  # no job outlives the sweep
+
+
+def test_a_joblib_worker_killed_with_sigkill_ends_the_sweep_in_one_line(data_dir, tmp_path):
+    # what is promised for the OOM killer: not that the other jobs go on (joblib's pool stops
+    # them), but one line, a rebuilt report and no process left
+    proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, LONG, "lr=0.2,0.1,0.05")
+    fitting = wait_until_fitting(sweep_dir, 2, proc)
+    pids = [locks.holder(d) for d in fitting]
+    os.kill(pids[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: a worker process of the sweep died")
+    assert len([line for line in out.splitlines() if line.startswith("job ")]) == len(rows(sweep_dir))
+    assert (sweep_dir / "summary.csv").exists()
+    assert_gone(pids)
