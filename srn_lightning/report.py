@@ -355,7 +355,8 @@ def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict], list[d
     out = [sweep_dir / n for n in ("summary.csv", "summary_by_setting.csv", "summary.md",
                                    "sweep.png", "sweep.pdf")]
     table = _csv_text(rows, JOB_COLUMNS + extra)
-    if not force and out[0].exists() and out[0].read_text() == table:
+    # current: the same table, and the figure there (a stop can come between the two)
+    if not force and out[0].exists() and out[0].read_text() == table and out[3].exists() and out[4].exists():
         return out, by_setting, rows
     write_atomic(out[0], table)
     write_atomic(out[1], _csv_text(by_setting, agg_columns))

@@ -118,3 +118,11 @@ def test_a_search_s_many_settings_are_one_band_and_a_cloud_with_the_best_named(t
     best = labels[means.index(max(means))]
     assert texts == [f"best: {best} ({max(means):.3g})"]  # no "n=1" label per point
     assert bottom.get_legend() is None and (tmp_path / "s.png").exists()
+
+
+def test_the_end_of_a_sweep_redraws_a_figure_that_a_stop_cut_short(tmp_path, capsys):
+    make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})
+    report.write_report(tmp_path)
+    (tmp_path / "sweep.png").unlink()  # a signal came as the last job's report was drawn
+    report.SweepReport()._end(tmp_path)
+    assert (tmp_path / "sweep.png").stat().st_size > 0
