@@ -505,7 +505,9 @@ def cli() -> None:
                  f"{_first_line(err)}); the pool stopped the other workers' jobs, which have no "
                  "record (resume= continues each from its last checkpoint), and ran no further job")
     except RunFailed as err:  # its record is written; what failed is one line
-        if not isinstance(err.__cause__, (UserError, OSError)):
+        if isinstance(err.__cause__, UserError):
+            sys.exit(f"error: {err.__cause__}")  # the user's own error, as it reads
+        if not isinstance(err.__cause__, OSError):
             raise  # a defect: the traceback is for whoever fixes it
         sys.exit(f"error: {err}")
     except (HydraException, OmegaConfBaseException) as err:
