@@ -1,5 +1,5 @@
 """Exit: how long a process that ran the project takes to end, with and without the exit handler
-that skips Python's final garbage collection (`srn_lightning.train.exit_without_final_collection`).
+that skips Python's final garbage collection (`srn_lightning.console.exit_without_final_collection`).
 
     python -m benchmarks.exit                     # 5 alternated pairs
 
@@ -23,7 +23,8 @@ from benchmarks.common import OUT, REPO, child_env, environment, save_json
 
 def child(work: Path, freeze: bool) -> None:
     from benchmarks.common import make_cfg, quiet
-    from srn_lightning.train import exit_without_final_collection, run
+    from srn_lightning.console import exit_without_final_collection
+    from srn_lightning.train import run
 
     quiet()
     cfg = make_cfg(work / "data", "trainer.max_epochs=1", "trainer.enable_progress_bar=false")

@@ -69,7 +69,7 @@ def make_job(sweep: Path, num: int, clip: str, length: int, seed: int) -> None:
     (job / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
     (job / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump({"hydra": {"job": {"num": num}}}))
     rows = grad_norm_rows(clip, length, seed)
-    (job / record.CSV_NAME).write_text(record.csv_text(rows, header=True))
+    (job / record.CSV_NAME).write_text(record.csv_text([record.COLUMNS, *rows]))
     for name, size in (("grad_norms.png", 40_000), ("grad_norms.pdf", 12_000), ("train.log", 1_500),
                        ("checkpoints/last.ckpt", 20_000), ("checkpoints/best-epoch07.ckpt", 20_000),
                        ("tb/events.out.tfevents.0", 150_000), ("tb/hparams.yaml", 300)):

@@ -33,7 +33,7 @@ def main(argv=None) -> None:
     work = Path(tempfile.mkdtemp(prefix="srn-startup-"))
     env = child_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     # os._exit: the import alone, not Python's shutdown with these modules loaded (1.3-1.7 s), which
-    # the command skips (srn_lightning.train.exit_without_final_collection)
+    # the command skips (srn_lightning.console.exit_without_final_collection)
     imports = [sys.executable, "-c", "import os, torch, lightning; os._exit(0)"]
     train = [sys.executable, "-m", "benchmarks.timed_train", f"data.dir={work / 'data'}", *args.overrides]
     wall(train, work, {**env, "SRN_TIMES": str(work / "warm.json")})  # writes the data files once

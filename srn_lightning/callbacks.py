@@ -6,10 +6,11 @@ the spectral norm of U), stop on non-finite values (`StopOnNonFinite`), write wh
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 from lightning.pytorch import Callback
+from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch.nn.utils import get_total_norm
 
@@ -293,6 +294,31 @@ class RunConfig(Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         pass  # checked before the fit (resume.check_checkpoint), never taken over
+
+
+class CheckedCheckpointIO(TorchCheckpointIO):
+    """The Trainer's checkpoint IO, which takes a checkpoint that was read already (by the checks
+    before the run) instead of reading the file again; any other is read as Lightning reads it.
+
+    Args:
+        checked: path -> the checkpoint's contents if they were read already, else None.
+
+    Example::
+
+        Trainer(plugins=[CheckedCheckpointIO(resume.take_checked)])
+    """
+
+    def __init__(self, checked: Callable[[Any], dict | None]) -> None:
+        super().__init__()
+        self.checked = checked
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        state = self.checked(path)
+        if state is not None:
+            return state
+        if map_location is None:
+            return super().load_checkpoint(path, weights_only=weights_only)
+        return super().load_checkpoint(path, map_location, weights_only)
 
 
 def add_chart(trainer, title: str, charts: Mapping[str, list[str]]) -> None:

@@ -1,29 +1,29 @@
-"""The config's schema and its rules: the dataclasses give every key its type, RULES says what each
-checked key allows. A bad value stops the run before any work, with one line that names the key and
-what is allowed, and that line comes from the same rule as the check.
+"""The config's schema: every key declared once, with its type, its default, its rule and its role
+(`key`). What the run's record, the sweep report, HParams and resume know of the keys is derived from
+here (`RUN_KEYS`, `RESUMABLE`, `record_type`), and so are the rules (`RULES`). A bad value stops the
+run before any work, with one line that names the key and what is allowed, and that line comes from
+the same rule as the check.
 
-A new key is: a field here (and a rule if its type does not say all), a line in conf/, a row in the
-README's config table.
+A new key is a field here, the code that uses it, and a row in the README's config table.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
-import os
-import tempfile
+import typing
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
-from hydra.experimental.callback import Callback
-from omegaconf import OmegaConf
+from omegaconf import MISSING
 
 from srn_lightning.errors import UserError
 
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the YAML: conf/config.yaml and its groups
+CONFIG_DIR = str(Path(__file__).resolve().parent / "conf")  # the YAML, shipped in the package: conf/config.yaml and its groups
 MIN_LENGTH = 3  # two digits to add, then at least one of noise
 MAX_SEED = 2**32 - 1  # numpy's seeds are 32-bit
 
@@ -51,81 +51,6 @@ class OptimizerName(StrEnum):
     adam = "adam"
 
 
-@dataclass
-class ClipConfig:
-    mode: ClipMode = ClipMode.none
-    val: Optional[float] = None
-
-
-@dataclass
-class ModelConfig:
-    cell: Cell = Cell.srn
-    input_size: int = 32
-    hidden_size: int = 32
-
-
-@dataclass
-class OptimizerConfig:
-    name: OptimizerName = OptimizerName.sgd
-
-
-@dataclass
-class DataConfig:
-    dir: str = "data"
-    regenerate: bool = False
-    num_workers: int = 0
-
-
-@dataclass
-class Config:
-    """Types of every key; conf/config.yaml holds the values. Hydra rejects a key that is not here
-    and a value of the wrong type when it composes the config."""
-
-    clip: ClipConfig = field(default_factory=ClipConfig)
-    trainer: dict[str, Any] = field(default_factory=dict)  # any lightning.pytorch.Trainer argument
-    length: int = 20
-    lr: float = 0.2
-    seed: int = 0
-    reduction: Reduction = Reduction.sum
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    grad_time: bool = True  # dL/dh_t at every position and sigma_max(U), every step
-    plot_steps: int = 40  # the clip presets set it: the book shows 40 steps without clipping, 100 with
-    resume: Optional[str] = None
-    threads: Optional[int] = None
-    sweep_add: bool = False  # a multirun into a sweep dir that holds jobs: add to it, numbered after them
-    verbose: bool = False
-
-
-ConfigStore.instance().store(name="schema", node=Config)
-
-MAX_DIR_NAME = 240  # bytes; file systems allow 255 in a name
-# What a sweep added to another (sweep_add=true) numbers its jobs from: set where the sweep starts,
-# inherited by the processes that run its jobs (joblib workers, submitit jobs).
-JOB_OFFSET_ENV = "SRN_SWEEP_FIRST_JOB"
-
-
-def job_dir_name(*, _root_) -> str:
-    """A sweep job's dir name, `<job number>_<its overrides>` (hydra.sweep.subdir in conf/), cut
-    to a length every file system takes: a name too long keeps its head and gets a hash of the
-    whole, so it stays readable and unique."""
-    import hashlib
-
-    job = _root_.hydra.job
-    name = f"{job.num + int(os.environ.get(JOB_OFFSET_ENV, '0'))}_{job.override_dirname}"
-    raw = name.encode()
-    if len(raw) <= MAX_DIR_NAME:
-        return name
-    digest = "_" + hashlib.sha256(raw).hexdigest()[:10]
-    return raw[: MAX_DIR_NAME - len(digest)].decode(errors="ignore") + digest
-
-
-OmegaConf.register_new_resolver("job_dir_name", job_dir_name, replace=True)
-
-
 def is_number(x) -> bool:
     """A finite int or float (not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -151,6 +76,130 @@ def _choices(enum) -> str:
     return " or ".join(enum) if len(enum) == 2 else ", ".join(enum)
 
 
+class Role(StrEnum):
+    """What a key is to a run."""
+
+    run = "run"  # what the run is: in metrics.json, the sweep report and HParams; a resume keeps it
+    resumable = "resumable"  # how the run is carried out, and a resume may change it
+    operate = "operate"  # how the run is carried out, kept for its whole life (resumes too)
+
+
+def key(default=MISSING, *, role: Role, ok: Callable[[Any, Any], bool] | None = None, allowed: str = "",
+        name: str | None = None, factory=None):
+    """A key of the schema: its default (MISSING: the config group's option sets it), its role, its
+    rule (`ok(value, whole config)`, with the words `allowed` that the one-line error says), and
+    its name in the run's record (the key's last part unless given)."""
+    metadata = {"role": role, "ok": ok, "allowed": allowed, "name": name}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+BOOL = {"ok": lambda v, c: isinstance(v, bool), "allowed": "true or false"}
+AT_LEAST_1 = {"ok": lambda v, c: _int(v) and v >= 1, "allowed": "an integer >= 1"}
+
+
+@dataclass
+class ClipConfig:  # set by the clip preset, conf/clip/
+    mode: ClipMode = key(role=Role.run, name="clip_mode", ok=lambda v, c: v in list(ClipMode),
+                         allowed=_choices(ClipMode))
+    val: Optional[float] = key(
+        role=Role.run, name="clip_val",
+        ok=lambda v, c: v is None if c.clip.mode == ClipMode.none else is_number(v) and v > 0,
+        allowed="a finite number > 0 with clip=norm, value or norm_each, null with clip=none")
+
+
+@dataclass
+class ModelConfig:
+    cell: Cell = key(role=Role.run, ok=lambda v, c: v in list(Cell), allowed=_choices(Cell))  # conf/model/
+    input_size: int = key(32, role=Role.run, **AT_LEAST_1)  # embedding size of a digit
+    hidden_size: int = key(32, role=Role.run, **AT_LEAST_1)
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerName = key(role=Role.run, name="optimizer", ok=lambda v, c: v in list(OptimizerName),
+                              allowed=_choices(OptimizerName))  # conf/optimizer/
+
+
+@dataclass
+class DataConfig:
+    dir: str = key("data", role=Role.resumable)  # relative to where the run is launched
+    regenerate: bool = key(False, role=Role.operate)  # true: rewrite the files from the generator
+    num_workers: int = key(0, role=Role.resumable, ok=lambda v, c: _int(v) and v >= 0,
+                           allowed="an integer >= 0")
+
+
+@dataclass
+class Config:
+    """Every key of the config, declared once: its type, its default, its rule and its role. The
+    YAML in conf/ chooses the group options and holds the presets; Hydra rejects a key that is not
+    here and a value of the wrong type when it composes the config, `validate` the rest."""
+
+    clip: ClipConfig = key(role=Role.run, factory=ClipConfig)
+    trainer: dict[str, Any] = key(role=Role.operate, factory=dict)  # any Trainer argument: conf/trainer/
+    length: int = key(20, role=Role.run, ok=lambda v, c: _int(v) and v >= MIN_LENGTH,
+                      allowed=f"an integer >= {MIN_LENGTH} (two digits to add, then noise)")
+    lr: float = key(0.2, role=Role.run, ok=lambda v, c: is_number(v) and v > 0, allowed="a finite number > 0")
+    seed: int = key(0, role=Role.run, ok=lambda v, c: _int(v) and 0 <= v <= MAX_SEED,
+                    allowed=f"an integer in 0..{MAX_SEED}")
+    reduction: Reduction = key(Reduction.sum, role=Role.run, ok=lambda v, c: v in list(Reduction),
+                               allowed=_choices(Reduction))
+    weight_decay: float = key(0.0, role=Role.run, ok=lambda v, c: is_number(v) and v >= 0,
+                              allowed="a finite number >= 0")
+    batch_size: int = key(64, role=Role.run, **AT_LEAST_1)
+    model: ModelConfig = key(role=Role.run, factory=ModelConfig)
+    optimizer: OptimizerConfig = key(role=Role.run, factory=OptimizerConfig)
+    data: DataConfig = key(role=Role.operate, factory=DataConfig)
+    grad_time: bool = key(True, role=Role.operate, **BOOL)  # dL/dh_t at every position, sigma_max(U)
+    plot_steps: int = key(role=Role.resumable, **AT_LEAST_1)  # set by the clip preset (the book: 40, 100)
+    resume: Optional[str] = key(None, role=Role.operate)
+    threads: Optional[int] = key(None, role=Role.operate, ok=lambda v, c: v is None or (_int(v) and v >= 1),
+                                 allowed="an integer >= 1 (null: chosen for the launcher)")
+    sweep_add: bool = key(False, role=Role.operate, **BOOL)  # add a multirun's jobs to a sweep dir's
+    verbose: bool = key(False, role=Role.resumable, **BOOL)
+
+
+ConfigStore.instance().store(name="schema", node=Config)
+
+
+class Key(NamedTuple):
+    path: str  # dotted, as typed on the command line
+    name: str  # in the run's record
+    type: Any
+    role: Role
+    ok: Callable[[Any, Any], bool] | None
+    allowed: str
+
+
+def _keys(cls, prefix: str = "") -> list[Key]:
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        kind = hints[f.name]
+        if dataclasses.is_dataclass(kind):
+            out += _keys(kind, f"{prefix}{f.name}.")
+        else:
+            meta = f.metadata
+            out.append(Key(prefix + f.name, meta["name"] or f.name, kind, meta["role"], meta["ok"],
+                           meta["allowed"]))
+    return out
+
+
+KEYS = _keys(Config)  # every leaf key, in the schema's order
+RUN_KEYS = {k.name: k.path for k in KEYS if k.role == Role.run}  # name in the record -> path
+# what a resume may change: the resumable keys, and how long the Trainer goes on and shows it
+RESUMABLE = {*(k.path for k in KEYS if k.role == Role.resumable), "trainer.max_epochs",
+             "trainer.enable_progress_bar"}
+
+
+def record_type(name: str) -> type:
+    """The plain type a run key's value has in the record: int, float or str (None aside)."""
+    kind = next(k.type for k in KEYS if k.name == name)
+    kind = next((t for t in typing.get_args(kind) if t is not type(None)), kind)  # Optional[X] -> X
+    return str if isinstance(kind, type) and issubclass(kind, str) else kind
+
+
 class Rule(NamedTuple):
     key: str  # dotted, as typed on the command line
     ok: Callable[[Any, Any], bool]  # (value, whole config) -> allowed?
@@ -158,29 +207,10 @@ class Rule(NamedTuple):
 
 
 RULES = [
-    Rule("length", lambda v, c: _int(v) and v >= MIN_LENGTH,
-         f"an integer >= {MIN_LENGTH} (two digits to add, then noise)"),
-    Rule("lr", lambda v, c: is_number(v) and v > 0, "a finite number > 0"),
-    Rule("seed", lambda v, c: _int(v) and 0 <= v <= MAX_SEED, f"an integer in 0..{MAX_SEED}"),
-    Rule("reduction", lambda v, c: v in list(Reduction), _choices(Reduction)),
-    Rule("weight_decay", lambda v, c: is_number(v) and v >= 0, "a finite number >= 0"),
-    Rule("batch_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("model.cell", lambda v, c: v in list(Cell), _choices(Cell)),
-    Rule("optimizer.name", lambda v, c: v in list(OptimizerName), _choices(OptimizerName)),
-    Rule("grad_time", lambda v, c: isinstance(v, bool), "true or false"),
-    Rule("verbose", lambda v, c: isinstance(v, bool), "true or false"),
-    Rule("sweep_add", lambda v, c: isinstance(v, bool), "true or false"),
-    Rule("model.input_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("model.hidden_size", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("clip.mode", lambda v, c: v in list(ClipMode), _choices(ClipMode)),
-    Rule("clip.val", lambda v, c: v is None if c.clip.mode == ClipMode.none else is_number(v) and v > 0,
-         "a finite number > 0 with clip=norm, value or norm_each, null with clip=none"),
-    Rule("plot_steps", lambda v, c: _int(v) and v >= 1, "an integer >= 1"),
-    Rule("data.num_workers", lambda v, c: _int(v) and v >= 0, "an integer >= 0"),
+    *(Rule(k.path, k.ok, k.allowed) for k in KEYS if k.ok is not None),
+    # Trainer arguments, which have no field of their own: those the run's record depends on
     Rule("trainer.max_epochs", lambda v, c: "max_epochs" not in c.trainer or (_int(v) and v >= 1),
          "an integer >= 1"),
-    Rule("threads", lambda v, c: v is None or (_int(v) and v >= 1),
-         "an integer >= 1 (null: chosen for the launcher)"),
     # The grad-norm record is per process: more than one device or node would need a record that
     # gathers them, which the project does not have.
     Rule("trainer.devices", lambda v, c: v == 1 or v == "1" or (_is_list(v) and len(v) == 1),
@@ -205,6 +235,7 @@ RESERVED_TRAINER_KEYS = {
     "default_root_dir": "the run dir is hydra.run.dir",
     "enable_checkpointing": "checkpoints are kept for the best-on-dev test and resume",
     "accumulate_grad_batches": "the grad norms are recorded per optimizer step, one batch each",
+    "plugins": "the run's checkpoint IO is the project's (a resumed checkpoint is read once)",
 }
 
 
@@ -227,7 +258,8 @@ def _get(cfg, key: str):
 
 
 def validate(cfg) -> None:
-    """Value checks the types cannot express. Raises ConfigError for the first bad key."""
+    """Value checks the types cannot express. Raises ConfigError for the first bad key. Looks only:
+    the dirs are preflight's."""
     for rule in RULES:
         value = _get(cfg, rule.key)
         if not rule.ok(value, cfg):
@@ -235,33 +267,10 @@ def validate(cfg) -> None:
     for key, why in RESERVED_TRAINER_KEYS.items():
         if key in cfg.trainer and not (key == "accumulate_grad_batches" and cfg.trainer[key] == 1):
             raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"left out: {why}")
-    files = [Path(cfg.data.dir) / str(cfg.length) / f"{s}.txt" for s in ("train", "dev", "test")]
-    if cfg.data.regenerate or not all(f.exists() for f in files):
-        check_writable_dir(cfg.data.dir, "data.dir")
 
 
-def check_trainer_keys(trainer_cfg) -> None:
-    """Keys added with `+trainer.x=...` must be Trainer arguments, and the accelerator one this
-    machine has (imports Lightning)."""
-    known = _trainer_arguments()
-    for key in trainer_cfg:
-        if key not in known:
-            raise ConfigError(f"trainer.{key}", trainer_cfg[key], f"a Trainer argument{_did_you_mean(key, known)}")
-    check_accelerator(trainer_cfg.get("accelerator", "auto"))
-
-
-def check_accelerator(accelerator) -> None:
-    """cpu, auto, or gpu/cuda where torch sees a CUDA GPU: the ones this project runs on."""
-    import torch
-
-    cuda = torch.cuda.is_available()
-    if accelerator in ("cpu", "auto") or (accelerator in ("gpu", "cuda") and cuda):
-        return
-    raise ConfigError("trainer.accelerator", accelerator, "cpu, auto, or gpu (cuda) on a machine with a "
-                      f"CUDA GPU ({'this one has one' if cuda else 'this one has none'})")
-
-
-def _trainer_arguments() -> set[str]:
+def trainer_arguments() -> set[str]:
+    """The arguments of `lightning.pytorch.Trainer`: the keys `trainer` may hold (imports Lightning)."""
     import inspect
 
     from lightning.pytorch import Trainer
@@ -269,133 +278,12 @@ def _trainer_arguments() -> set[str]:
     return set(inspect.signature(Trainer.__init__).parameters) - {"self"}
 
 
-def _did_you_mean(key: str, known) -> str:
+def did_you_mean(key: str, known) -> str:
     close = difflib.get_close_matches(key, list(known), n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
 
-def check_writable_dir(path, key: str) -> None:
-    """`path` is a directory that exists or can be created, and can be written to: tried for real
-    (root passes every permission check, a read-only or virtual file system does not)."""
-    p = Path(path).absolute()
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=p):
-            pass
-    except OSError as err:
-        raise ConfigError(key, path, f"a directory that can be created and written ({err.strerror})") from None
-
-
-def check_fresh_run_dir(run_dir, resume) -> None:
-    """A run never writes over another run's artifacts, except when it is that run, resumed."""
-    p = Path(run_dir)
-    if resume is None and any((p / name).exists() for name in ("metrics.json", "grad_norms.csv")):
-        raise ConfigError(
-            "hydra.run.dir", run_dir, f"a new directory: this one holds a run; continue it with resume={p}"
-        )
-
-
-def first_job_number(sweep_dir, add: bool) -> int:
-    """The number a sweep's first job gets in `sweep_dir`: 0 in a new dir; after the jobs already
-    there with `sweep_add=true` (so numbers stay unique in the report); a dir that holds jobs is
-    refused otherwise, as two sweeps' jobs would mix in one report unasked."""
-    from srn_lightning.report import UNNUMBERED, find_jobs
-
-    nums = [n for n, _ in find_jobs(sweep_dir)]
-    if nums and not add:
-        raise ConfigError("hydra.sweep.dir", sweep_dir, f"a new directory: this one holds the "
-                          f"{len(nums)} jobs of another sweep; add to them with sweep_add=true")
-    numbered = [n for n in nums if n != UNNUMBERED]
-    return max(numbered) + 1 if numbered else len(nums)
-
-
-class CheckConfig(Callback):
-    """Hydra callback: checks a run's config, and the output dir of a run or sweep, before Hydra
-    creates that dir. Hydra turns an exception in a callback into a warning and goes on, so a bad
-    config exits here, with its one line."""
-
-    def on_run_start(self, config, **kwargs) -> None:
-        from srn_lightning import locks
-
-        run_dir = config.hydra.run.dir
-        try:
-            validate(config)
-            locks.check_free(run_dir)  # a dir another process writes: its pid, before anything else
-            check_fresh_run_dir(run_dir, config.resume)
-            check_writable_dir(run_dir, "hydra.run.dir")
-            check_trainer_keys(config.trainer)  # it imports Lightning: after the quick checks
-            from srn_lightning.train import check_resume
-
-            check_resume(config, run_dir)  # the checkpoint fits the run: refused before Hydra writes the dir
-            locks.hold(run_dir)  # for the whole process: before Hydra writes the dir's first file
-        except UserError as err:
-            raise SystemExit(f"error: {err}") from None
-        except Exception as err:  # a check that broke must still stop the run, not be a warning
-            raise SystemExit(f"error: config check failed: {type(err).__name__}: {err}") from None
-
-    def on_multirun_start(self, config, **kwargs) -> None:
-        # each job's values are checked in the job: a bad one fails that job, not the sweep
-        from srn_lightning import locks
-
-        sweep_dir = config.hydra.sweep.dir
-        try:
-            check_writable_dir(sweep_dir, "hydra.sweep.dir")
-            locks.hold(sweep_dir)  # for the launching process's lifetime
-            os.environ[JOB_OFFSET_ENV] = str(first_job_number(sweep_dir, config.sweep_add))
-        except UserError as err:
-            raise SystemExit(f"error: {err}") from None
-
-
-# Config options whose plugin comes with an extra of the package, and the line that says so when
-# the plugin is not installed (Hydra then knows no config of that name).
-EXTRAS = {
-    ("hydra/sweeper", "optuna"): "hparams_search=optuna needs the optuna sweeper, in the search extra: "
-                                 "pip install -e '.[search]' (from the project's checkout)",
-}
-
-
-def explain(err: BaseException) -> str | None:
-    """One line for an error a user can fix from the command line; None for anything else."""
-    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
-    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
-
-    if isinstance(err, MissingConfigException) and err.options is not None:
-        group, _, name = (err.missing_cfg_file or "").rpartition("/")
-        if (group, name) in EXTRAS:
-            return EXTRAS[group, name]
-        allowed = ", ".join(sorted(err.options))
-        return f"{group}={name}: no such option; {group} must be one of {allowed}"
-    cause = err.__cause__
-    if isinstance(err, ConfigCompositionException) and isinstance(
-        cause, (ConfigKeyError, ConfigAttributeError)
-    ):
-        key = cause.full_key or str(cause.key)
-        from omegaconf import OmegaConf
-
-        if key.startswith("trainer."):
-            if key.removeprefix("trainer.") in _trainer_arguments():
-                return f"{key}: not in the config yet; add it with +{key}=..."
-            known = [f"trainer.{k}" for k in _trainer_arguments()]
-        else:
-            known = _flat_keys(OmegaConf.structured(Config))
-        return f"{key}: no such config key{_did_you_mean(key, known)}; keys are listed in the README"
-    if isinstance(err, ConfigCompositionException) and isinstance(cause, ValidationError):
-        key = cause.full_key
-        got = getattr(cause, "value", None)
-        allowed = ALLOWED.get(key) or str(cause).splitlines()[0]
-        return f"{key}={got}: not allowed; {key} must be {allowed}"
-    if isinstance(err, (OverrideParseException, ConfigCompositionException)):
-        return str(err).strip().splitlines()[0]
-    return None
-
-
-def _flat_keys(node, prefix: str = "") -> list[str]:
-    from omegaconf import DictConfig
-
-    keys = []
-    for k in node:
-        full = f"{prefix}{k}"
-        keys.append(full)
-        if isinstance(node[k], DictConfig):
-            keys.extend(_flat_keys(node[k], full + "."))
-    return keys
+def config_keys() -> list[str]:
+    """Every key of the schema, dotted (`clip.mode`), parents (`clip`) before their children."""
+    paths = [".".join(k.path.split(".")[: i + 1]) for k in KEYS for i in range(k.path.count(".") + 1)]
+    return list(dict.fromkeys(paths))

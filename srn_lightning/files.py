@@ -49,7 +49,7 @@ def naming(path):
         yield
     except BaseException as err:
         failed = err if isinstance(err, OSError) else err.__context__
-        if isinstance(failed, OSError) and failed.filename is None:
+        if isinstance(failed, OSError) and failed.filename is None and failed.strerror is not None:
             failed.filename = str(path)
         raise
 

@@ -97,3 +97,13 @@ class SRNClassifier(LightningModule):
             self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
         else:
             clip_gradients_(self.parameters(), self.hparams.clip_mode, self.hparams.clip_val)
+
+
+def module_from_config(cfg) -> SRNClassifier:
+    """The LightningModule of a run's config (the composed Hydra config, or any object with its
+    attributes)."""
+    return SRNClassifier(
+        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, reduction=str(cfg.reduction), clip_mode=str(cfg.clip.mode),
+        clip_val=cfg.clip.val, cell=str(cfg.model.cell), optimizer=str(cfg.optimizer.name),
+    )

@@ -103,13 +103,9 @@ def _save_png_pdf(fig, out_stem):
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
     pixels = np.asarray(canvas.buffer_rgba()).copy()
-    # atomic, as every file of the record: a write that fails (a full disk, a file-size limit)
-    # leaves no partial image, and its error names the file
-    with open_atomic(out_stem.with_suffix(".png"), "wb") as f:
-        imsave(f, pixels, format="png")
+    _save_atomic(out_stem.with_suffix(".png"), lambda f: imsave(f, pixels, format="png"))
     fig.set_layout_engine("none")
-    with open_atomic(out_stem.with_suffix(".pdf"), "wb") as f:
-        fig.savefig(f, format="pdf")
+    _save_atomic(out_stem.with_suffix(".pdf"), lambda f: fig.savefig(f, format="pdf"))
     return pixels
 
 
@@ -244,14 +240,14 @@ def plot_sweep(panels: dict, rows: list, cols: list, accuracy: dict, x_labels: l
 
     out_stem = Path(out_stem)
     for suffix in (".png", ".pdf"):
-        _save_atomic(fig, out_stem.with_suffix(suffix))
+        _save_atomic(out_stem.with_suffix(suffix), lambda f: fig.savefig(f, format=suffix[1:], dpi=120))
     return fig
 
 
-def _save_atomic(fig, path: Path) -> None:
-    """Save via a temp file and a rename: a reader, or another job writing the same report, never
-    meets a half-written image."""
+def _save_atomic(path: Path, save) -> None:
+    """`save(file)` into a temp file renamed to `path`: a reader, or another job writing the same
+    report, never meets a half-written image. Every figure file of the project is written here."""
     from srn_lightning.files import open_atomic
 
     with open_atomic(path, "wb") as f:
-        fig.savefig(f, format=path.suffix[1:], dpi=120)
+        save(f)

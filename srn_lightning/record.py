@@ -19,6 +19,7 @@ import json
 import math
 from pathlib import Path
 
+from srn_lightning.config import RUN_KEYS
 from srn_lightning.files import write_atomic
 
 METRICS_NAME = "metrics.json"
@@ -29,12 +30,7 @@ GRAD_TIME_STEM = "grad_time"
 
 TRACKED = ("W", "U", "b", "total")  # the parameters' names, and "total": all gradients together
 COLUMNS = ["step", "epoch", "loss", *(f"{n}_pre" for n in TRACKED), *(f"{n}_post" for n in TRACKED)]
-CONFIG_PATHS = {  # the config keys a run is known by: name in the record -> path in the config
-    "clip_mode": "clip.mode", "clip_val": "clip.val", "length": "length", "lr": "lr", "seed": "seed",
-    "reduction": "reduction", "weight_decay": "weight_decay", "batch_size": "batch_size",
-    "hidden_size": "model.hidden_size", "cell": "model.cell", "optimizer": "optimizer.name",
-}
-CONFIG_KEYS = list(CONFIG_PATHS)
+CONFIG_KEYS = list(RUN_KEYS)  # the config keys a run is known by (the schema's run keys)
 NORM_KEYS = [f"{n}_pre_{which}" for which in ("max", "last") for n in TRACKED]
 STATUSES = ("completed", "diverged", "interrupted", "failed")
 HPARAM_METRICS = ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
@@ -47,7 +43,7 @@ def config_summary(cfg) -> dict:
     None for a key the config does not have (a job's config from an older version)."""
     from omegaconf import OmegaConf
 
-    values = {k: OmegaConf.select(cfg, path, default=None) for k, path in CONFIG_PATHS.items()}
+    values = {k: OmegaConf.select(cfg, path, default=None) for k, path in RUN_KEYS.items()}
     # the config's choices are str enums: plain str here, so every reader sees the same types
     return {k: str(v) if isinstance(v, str) else v for k, v in values.items()}
 
@@ -59,7 +55,6 @@ def hparams(cfg) -> dict:
     return {
         **config_summary(cfg),
         "clip_val": float(cfg.clip.val or 0.0),
-        "input_size": cfg.model.input_size,
         "max_epochs": cfg.trainer.max_epochs,
     }
 
@@ -100,18 +95,14 @@ def grad_time_summary(columns: dict) -> dict:
 
 
 def finished_metrics(status: str, cfg, *, epochs: int, steps: int, dev_best, best_checkpoint,
-                     test_acc, columns: dict, fit_seconds: float, grad_time: dict | None = None,
-                     **extra) -> dict:
+                     test_acc, measured: dict, fit_seconds: float, **extra) -> dict:
     """The record of a run that reached its test: `completed` or `diverged` (with `diverged_step`).
-    `columns`: the grad-norm rows; `grad_time`: the grad-time rows, when they were measured. The
-    accuracies, norms and ratios are float32 values, written as such (`float32_number`)."""
-    measured = {"dev_best": dev_best, "test_acc": test_acc, **norm_summary(columns)}
-    measured = {k: float32_number(v) for k, v in measured.items()}
-    flow = {k: float32_number(v) for k, v in grad_time_summary(grad_time or {}).items()}
+    `measured`: the summary numbers of the run's measurements (`norm_summary`, `grad_time_summary`).
+    The accuracies, norms and ratios are float32 values, written as such (`float32_number`)."""
     return {"status": status, **extra, **config_summary(cfg), "epochs": epochs, "steps": steps,
-            "dev_best": measured.pop("dev_best"), "best_checkpoint": best_checkpoint,
-            "test_acc": measured.pop("test_acc"), **measured,
-            "fit_seconds": None if fit_seconds is None else round(fit_seconds, 3), **flow}
+            "dev_best": float32_number(dev_best), "best_checkpoint": best_checkpoint,
+            "test_acc": float32_number(test_acc), **{k: float32_number(v) for k, v in measured.items()},
+            "fit_seconds": None if fit_seconds is None else round(fit_seconds, 3)}
 
 
 def float32_number(x: float | None) -> float | None:
@@ -159,8 +150,12 @@ def read_metrics(run_dir) -> dict:
 
 # ---- grad_norms.csv ------------------------------------------------------------------------------
 
-def csv_text(rows: list[list]) -> str:
-    """Rows as CSV lines, as `csv.writer` writes them (floats in full)."""
+def csv_text(rows: list, columns: list[str] | None = None) -> str:
+    """Rows as CSV lines, as `csv.writer` writes them (floats in full): lists as they are; with
+    `columns`, a header line, then each row (a dict) as its values of those columns (blank where
+    it has none). The project's one CSV writer: the run's CSVs and the sweep report's."""
+    if columns is not None:
+        rows = [columns, *([row.get(c) for c in columns] for row in rows)]
     buf = io.StringIO()
     csv.writer(buf).writerows(rows)
     return buf.getvalue()

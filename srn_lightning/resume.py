@@ -10,15 +10,10 @@ import os
 import re
 from pathlib import Path
 
-from srn_lightning.config import CONFIG_DIR
+from srn_lightning import record
+from srn_lightning.config import CONFIG_DIR, RESUMABLE, config_keys, trainer_arguments
 from srn_lightning.errors import UserError
 
-# What a resumed run may change: how long it goes on, and where it reads data and how it shows
-# progress. Anything else would make the rest of the run a different experiment from its start.
-RESUMABLE_OVERRIDES = {"trainer.max_epochs", "trainer.enable_progress_bar", "data.dir",
-                       "data.num_workers", "plot_steps", "verbose"}
-# Config groups of the project that a run's overrides may choose from: conf/'s folders, less Hydra's.
-GROUPS = {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()} - {"hydra"}
 MONITOR_STATE = "GradNormMonitor"  # the callbacks' state keys in a checkpoint
 RUN_CONFIG_STATE = "RunConfig"
 
@@ -68,9 +63,13 @@ def check_no_links(target, run_dir: Path) -> None:
 
 def load_checkpoint(ckpt: Path, target) -> dict:
     """The checkpoint's contents, loaded with weights_only=True; ResumeError if it is not one this
-    project wrote (a corrupt or unsafe file, or one without the grad-norm rows)."""
+    project wrote (a corrupt or unsafe file, or one without the grad-norm rows). Loaded once per
+    process: the checks that read it share what was read (as long as the file is unchanged)."""
     import torch
 
+    key = _file_key(ckpt)
+    if key in _loaded:
+        return _loaded[key]
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=True)
         state["state_dict"], state["loops"]
@@ -79,7 +78,50 @@ def load_checkpoint(ckpt: Path, target) -> dict:
     if "rows" not in state.get("callbacks", {}).get(MONITOR_STATE, {}):
         raise ResumeError(f"resume={target}: {ckpt} holds no grad-norm rows (written by an older "
                           "version?); start the run afresh in a new dir")
+    _loaded.clear()  # one checkpoint is resumed per process: keep only the latest
+    _loaded[key] = state
     return state
+
+
+_loaded: dict[tuple, dict] = {}
+
+
+def _file_key(path) -> tuple:
+    """A file as it is now: where it is, when it was last written, its size."""
+    stat = os.stat(path)
+    return os.path.realpath(path), stat.st_mtime_ns, stat.st_size
+
+
+def take_checked(path) -> dict | None:
+    """The contents of checkpoint `path` as the checks read them, handed over once: to the fit that
+    resumes from it, so the file is read once per process. None where the checks did not read it,
+    or it has changed since."""
+    try:
+        return _loaded.pop(_file_key(path), None)
+    except OSError:
+        return None
+
+
+def resume_checkpoint(resume) -> str | None:
+    """The checkpoint a run resumes from: `resume` when it names one; None for a fresh run, or for
+    a run dir that has none yet (a run stopped before its first epoch ended starts over in it)."""
+    return resume if resume is not None and Path(resume).is_file() else None
+
+
+def run_config(cfg) -> dict:
+    """What a checkpoint must have been trained with to be resumed by this run: the keys the run is
+    known by."""
+    return record.config_summary(cfg)
+
+
+def check_resume(cfg, run_dir) -> None:
+    """A resumed run's checkpoint is one of this run in `run_dir` (check_checkpoint); nothing to
+    check for a fresh run, or for a run dir that starts over."""
+    from srn_lightning.module import module_from_config
+
+    ckpt = resume_checkpoint(cfg.resume)
+    if ckpt is not None:
+        check_checkpoint(ckpt, module_from_config(cfg), run_config(cfg), run_dir)
 
 
 def check_checkpoint(ckpt, module, run_config: dict, run_dir) -> None:
@@ -139,7 +181,7 @@ def replayable(override: str, run_dir: Path) -> str:
         raise ResumeError(f"{where} is not an override") from None
     key = parsed.key_or_group
     add_trainer_arg = (parsed.type == OverrideType.ADD and key.startswith("trainer.")
-                       and key.removeprefix("trainer.") in _trainer_arguments())
+                       and key.removeprefix("trainer.") in trainer_arguments())
     if (parsed.package is not None or parsed.is_sweep_override()
             or not (parsed.type == OverrideType.CHANGE and key in schema_keys() or add_trainer_arg)):
         raise ResumeError(f"{where}: not replayed on resume; a run's overrides may only set keys of "
@@ -150,23 +192,19 @@ def replayable(override: str, run_dir: Path) -> str:
 def schema_keys() -> set[str]:
     """The keys of the project's config a user can set: every key of the composed config (less
     hydra's), and the config groups."""
-    from omegaconf import OmegaConf
+    return {*config_keys(), *_default_trainer_keys(), *config_groups()}
 
-    from srn_lightning.config import Config, _flat_keys
 
-    return {*_flat_keys(OmegaConf.structured(Config)), *_default_trainer_keys(), *GROUPS}
+def config_groups() -> set[str]:
+    """Config groups of the project that a run's overrides may choose from: conf/'s folders, less
+    Hydra's (read when asked, not at import)."""
+    return {p.name for p in Path(CONFIG_DIR).iterdir() if p.is_dir()} - {"hydra"}
 
 
 def _default_trainer_keys() -> list[str]:
     import yaml
 
     return [f"trainer.{k}" for k in yaml.safe_load((Path(CONFIG_DIR) / "trainer" / "default.yaml").read_text())]
-
-
-def _trainer_arguments() -> set[str]:
-    from srn_lightning.config import _trainer_arguments
-
-    return _trainer_arguments()
 
 
 def quote(value) -> str:
@@ -189,10 +227,10 @@ def resume_argv(argv: list[str]) -> list[str]:
     given = [a for a in argv if not a.startswith("resume=")]
     for override in (a for a in given if not a.startswith("-")):  # flags such as -m pass through
         key = override.lstrip("+~").split("=", 1)[0]
-        if key not in RESUMABLE_OVERRIDES and not key.startswith("hydra."):
+        if key not in RESUMABLE and not key.startswith("hydra."):
             raise ResumeError(
                 f"{key}: cannot change on resume (the checkpoint was trained with the run's own "
-                f"config); allowed with resume=: {', '.join(sorted(RESUMABLE_OVERRIDES))}"
+                f"config); allowed with resume=: {', '.join(sorted(RESUMABLE))}"
             )
     # a run dir without a checkpoint: resume= names the dir, and the run starts over in it
     return [*saved, *given, f"resume={quote(ckpt or run_dir)}", f"hydra.run.dir={quote(run_dir)}"]

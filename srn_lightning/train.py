@@ -7,9 +7,7 @@ and end with the run's answer on the console.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -17,18 +15,17 @@ import shlex
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import answer, interrupts, locks, record
-from srn_lightning.config import CONFIG_DIR, check_trainer_keys, explain, validate
+from srn_lightning import answer, console, interrupts, locks, preflight, record
+from srn_lightning.config import ALLOWED, CONFIG_DIR, config_keys, did_you_mean, trainer_arguments
 from srn_lightning.errors import UserError
 from srn_lightning.files import naming
-from srn_lightning.resume import check_checkpoint, resume_argv
+from srn_lightning.resume import resume_argv, resume_checkpoint, run_config, take_checked
 
 log = logging.getLogger(__name__)
 
@@ -39,22 +36,22 @@ class Built(NamedTuple):
     trainer: Any
     module: Any
     datamodule: Any
-    monitor: Any  # GradNormMonitor
-    flow: Any  # GradFlowMonitor, None when grad_time is off
+    measured: list  # measurements.Measurement: the grad norms first, then the rest
     best: Any  # the ModelCheckpoint that keeps the best epoch on dev
 
 
-def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
-    """One run in `run_dir`: build, make the data files, fit, test the best-on-dev checkpoint,
-    draw, record, log its answer (`answer.lines`). Returns the metrics it also writes to `run_dir/metrics.json`. `callbacks` are
-    added to the project's own (handy for notebooks and tests).
+def run(cfg: DictConfig, run_dir, callbacks=(), *, checked: bool = False) -> dict:
+    """One run in `run_dir`: check its config (preflight.check_job, unless `checked` says that was
+    done), build, make the data files, fit, test the best-on-dev checkpoint, draw, record, log its
+    answer (`answer.lines`). Returns the metrics it also writes to `run_dir/metrics.json`.
+    `callbacks` are added to the project's own (handy for notebooks and tests).
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
     is tested); "interrupted" (a signal in any phase, `interrupts.STOPS`: metrics.json says which, last.ckpt holds
     the last completed epoch; raises SystemExit after writing metrics.json).
     """
-    validate(cfg)
-    check_trainer_keys(cfg.trainer)
+    if not checked:
+        preflight.check_job(cfg, run_dir)
     from lightning.pytorch import seed_everything
 
     run_dir = Path(run_dir)
@@ -63,13 +60,10 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
         try:
             seed_everything(cfg.seed, workers=True, verbose=False)
             built = build(cfg, run_dir, callbacks)
-            ckpt = resume_checkpoint(cfg.resume)
-            if ckpt is not None:
-                check_checkpoint(ckpt, built.module, run_config(cfg), run_dir)  # when called directly too
             phases.enter("data")
             built.datamodule.prepare_data()
             phases.enter("fit")
-            outcome = fit(built, ckpt)
+            outcome = fit(built, resume_checkpoint(cfg.resume))
             known.update(outcome)
             if outcome["status"] == "interrupted":
                 raise interrupts.Interrupted("fit", phases.signum or signal.SIGINT)
@@ -81,17 +75,6 @@ def run(cfg: DictConfig, run_dir, callbacks=()) -> dict:
             if built is None:  # nothing measured: the caller records it (main: record_failure)
                 raise
             stop_failed(cfg, built, run_dir, phases.phase, err, known)
-
-
-def resume_checkpoint(resume) -> str | None:
-    """The checkpoint a run resumes from: `resume` when it names one; None for a fresh run, or for
-    a run dir that has none yet (a run stopped before its first epoch ended starts over in it)."""
-    return resume if resume is not None and Path(resume).is_file() else None
-
-
-def run_config(cfg: DictConfig) -> dict:
-    """What a checkpoint must have been trained with to be resumed by this run."""
-    return {**record.config_summary(cfg), "input_size": cfg.model.input_size}
 
 
 def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases, known: dict) -> dict:
@@ -110,23 +93,24 @@ def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases, 
         with naming(run_dir / "tb"):
             built.trainer.logger.finalize("success")
         record.write_metrics(run_dir, metrics)
-    for line in answer.lines(metrics, columns(built.monitor), run_dir):  # console and train.log
+    for line in answer.lines(metrics, built.measured[0].columns(), run_dir):  # console and train.log
         log.info(line)
     return metrics
 
 
 def measured(cfg: DictConfig, built: Built, known: dict) -> dict:
     """The run's record as far as it has measured: the fit's outcome and seconds once it has
-    ended (`known`), the best on dev so far, the test accuracy once tested, the norms of every
-    step done; None for what is not measured yet."""
+    ended (`known`), the best on dev so far, the test accuracy once tested, the measurements'
+    summaries over every step done; None for what is not measured yet."""
+    from srn_lightning import measurements
+
     best = built.best
     dev_best = None if best.best_model_score is None else float(best.best_model_score)
     found = {"status": "completed", "fit_seconds": None, "dev_best": dev_best, "test_acc": None,
              "best_checkpoint": Path(best.best_model_path).name if best.best_model_path else None}
     return record.finished_metrics(
         cfg=cfg, **{**found, **known}, epochs=epochs_done(built.trainer),
-        steps=built.trainer.global_step, columns=columns(built.monitor),
-        grad_time=built.flow and columns(built.flow),
+        steps=built.trainer.global_step, measured=measurements.summary(built.measured),
     )
 
 
@@ -146,15 +130,16 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    from srn_lightning import clipping
-    from srn_lightning.callbacks import RunConfig, add_chart
+    from srn_lightning import clipping, measurements
+    from srn_lightning.callbacks import CheckedCheckpointIO, RunConfig
     from srn_lightning.data import DigitSumDataModule
+    from srn_lightning.module import module_from_config
 
     datamodule = DigitSumDataModule(
         hydra.utils.to_absolute_path(cfg.data.dir), cfg.length, cfg.batch_size, cfg.seed,
         cfg.data.num_workers, cfg.data.regenerate,
     )
-    module = make_module(cfg)
+    module = module_from_config(cfg)
     module.model.rnn_model.stop_point = interrupts.stop_point  # a signal stops a step of any length
     best = ModelCheckpoint(  # the best on dev, tested at the end
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
@@ -163,7 +148,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     # Every epoch's end, for resume. (save_last=True above would not do: Lightning 2.6 writes
     # last.ckpt only when it also writes a best one, so it would hold the best epoch, not the last.)
     last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
-    monitor, flow, measure = measurements(cfg, module, run_dir)
+    measured = measurements.for_run(cfg, module)
     trainer = Trainer(
         **cfg.trainer,
         default_root_dir=run_dir,
@@ -172,47 +157,13 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         # of 10 costs 0.08 s of a 2 s fit (benchmarks/README.md)
         logger=TensorBoardLogger(run_dir, name="tb", version="", default_hp_metric=False,
                                  max_queue=1000),
-        callbacks=[best, last, *measure, RunConfig(run_config(cfg)), *callbacks],
+        callbacks=[best, last, *(cb for m in measured for cb in m.callbacks(run_dir)),
+                   RunConfig(run_config(cfg)), *callbacks],
+        plugins=[CheckedCheckpointIO(take_checked)],  # a resumed checkpoint: read once, by the checks
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
-    add_chart(trainer, "grad norms (W, U, b)",
-              {f"{when}-clip": [f"grad_norm_{when}/{n}" for n in monitor.names] for when in ("pre", "post")})
-    return Built(trainer, module, datamodule, monitor, flow, best)
-
-
-def measurements(cfg: DictConfig, module, run_dir: Path) -> tuple:
-    """The per-step measurements and what acts on them: (grad-norm monitor, grad-flow monitor or
-    None, their callbacks in the order they must run)."""
-    from srn_lightning.callbacks import GradFlowMonitor, GradNormMonitor, RowWriter, StopOnNonFinite
-
-    monitor = GradNormMonitor(module.tracked_parameters())
-    tags = {"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}"
-                                     for when in ("pre", "post") for n in [*monitor.names, "total"]}
-    callbacks = [monitor, StopOnNonFinite(monitor), RowWriter(monitor, run_dir / record.CSV_NAME, tags)]
-    flow = GradFlowMonitor(module.model.rnn_model, cfg.length) if cfg.grad_time else None
-    if flow:
-        callbacks += [flow, RowWriter(flow, run_dir / record.GRAD_TIME_CSV,
-                                      {"sigma_max_U": "grad_flow/sigma_max_U"})]
-    return monitor, flow, callbacks
-
-
-def make_module(cfg: DictConfig):
-    """The LightningModule of a run's config."""
-    from srn_lightning.module import SRNClassifier
-
-    return SRNClassifier(
-        input_size=cfg.model.input_size, hidden_size=cfg.model.hidden_size, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, reduction=str(cfg.reduction), clip_mode=str(cfg.clip.mode),
-        clip_val=cfg.clip.val, cell=str(cfg.model.cell), optimizer=str(cfg.optimizer.name),
-    )
-
-
-def check_resume(cfg: DictConfig, run_dir) -> None:
-    """A resumed run's checkpoint is one of this run in `run_dir` (resume.check_checkpoint);
-    nothing to check for a fresh run, or for a run dir that starts over."""
-    ckpt = resume_checkpoint(cfg.resume)
-    if ckpt is not None:
-        check_checkpoint(ckpt, make_module(cfg), run_config(cfg), run_dir)
+    measurements.add_charts(trainer, measured)
+    return Built(trainer, module, datamodule, measured, best)
 
 
 def fit(built: Built, ckpt_path) -> dict:
@@ -247,29 +198,13 @@ def evaluate_best(built: Built) -> dict:
             "test_acc": test["test/acc"]}
 
 
-def columns(monitor) -> dict[str, list]:
-    """A monitor's rows as {column: values}."""
-    return record.columns(monitor.rows(), monitor.columns)
-
-
 def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
-    """The figures from the monitors' rows, as PNG and PDF, and as images in TensorBoard: the
-    book's grad-norm figure, and the gradient's flow through time."""
-    from srn_lightning import plots
-    from srn_lightning.callbacks import log_image
+    """The measurements' figures, as PNG and PDF, and as images in TensorBoard."""
+    from srn_lightning import measurements
 
     clip = cfg.clip.mode if cfg.clip.val is None else f"{cfg.clip.mode} {cfg.clip.val}"
     title = f"{cfg.model.cell}, clip={clip}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}"
-    step = built.trainer.global_step
-    pixels = plots.plot_grad_norms(columns(built.monitor), run_dir / record.FIGURE_STEM,
-                                   cfg.plot_steps, title=title)
-    with naming(run_dir / "tb"):
-        log_image(built.trainer, "grad_norms", pixels, step)
-    if built.flow and len(built.flow.table()):
-        pixels = plots.plot_grad_time(columns(built.flow), columns(built.monitor),
-                                      run_dir / record.GRAD_TIME_STEM, title=title)
-        with naming(run_dir / "tb"):
-            log_image(built.trainer, "grad_time", pixels, step)
+    measurements.draw(built.trainer, built.measured, run_dir, title)
 
 
 def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
@@ -291,8 +226,7 @@ def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
     write_record(run_dir, metrics)
     if trainer is not None:
         try:
-            if built.monitor.rows():
-                draw(cfg, built, run_dir)
+            draw(cfg, built, run_dir)  # what was measured
             trainer.logger.finalize("failed")  # as Lightning does on an interrupt
         except Exception as err:  # the record says what happened; a figure that fails does not change it
             log.error("interrupted run: figure or TensorBoard files not written (%s)", failure_reason(err))
@@ -343,75 +277,6 @@ def write_record(run_dir: Path, metrics: dict) -> None:
                   failure_reason(err), json.dumps(metrics))
 
 
-# ---- the process -------------------------------------------------------------------------------
-
-def setup_process(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
-    """What a process that runs jobs sets up for each: its console, warning filters, exit handler and
-    torch threads; and, unless the config sets it, whether the job shows a progress bar."""
-    import lightning
-    import torch
-    from hydra.types import RunMode
-    from omegaconf import open_dict
-
-    from srn_lightning import console
-
-    console.steady_streams()  # a joblib worker's or submitit job's own streams
-    # Hydra's handlers (console and the run's train.log) print Lightning's messages; its own console
-    # handler would print each of them a second time.
-    logging.getLogger(lightning.__name__).handlers.clear()
-    in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    # `hydra.verbose=...`, Hydra's own switch for more log lines, counts as verbose too
-    console.setup_console(cfg.verbose or bool(hydra_cfg.verbose), hydra_cfg.job.num if in_sweep else None)
-    if cfg.trainer.get("enable_progress_bar") is None:
-        with open_dict(cfg):
-            cfg.trainer.enable_progress_bar = console.progress_bar_default(
-                parallel=in_sweep and hydra_cfg.launcher.get("n_jobs", 1) != 1)
-    # Everything lives in memory: worker processes would only slow a run this small down.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # torch 2.13 vs Lightning 2.6
-    exit_without_final_collection()
-    threads = job_threads(cfg, hydra_cfg.launcher)
-    if threads:
-        torch.set_num_threads(threads)
-    log.info("torch threads: %d", torch.get_num_threads())
-
-
-def job_threads(cfg: DictConfig, launcher: DictConfig) -> int | None:
-    """Torch CPU threads for one job: `threads` if set; else a share of the cores when a launcher
-    runs jobs side by side (joblib: cores // n_jobs; submitit: its cpus_per_task, else 1), so
-    parallel jobs do not oversubscribe the machine; else None, torch's own default."""
-    if cfg.threads is not None and cfg.threads >= 1:  # other values: refused by validate(), in run()
-        return cfg.threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if "n_jobs" in launcher:  # joblib; negative counts back from the cores, as joblib does
-        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else max(1, cores + 1 + launcher.n_jobs)
-        return max(1, cores // n_jobs)
-    if "cpus_per_task" in launcher:
-        return launcher.cpus_per_task or 1
-    return None
-
-
-def exit_without_final_collection() -> None:
-    """At interpreter exit, leave out the garbage collection of what is still alive.
-
-    With torch, Lightning, TensorBoard and matplotlib loaded, Python's shutdown spends 1.3-1.7 s
-    collecting their objects as it tears the modules down; the process's memory goes back to the
-    system either way. A `gc.freeze()` exit handler skips that: the process exits in about 0.2 s.
-    Exit handlers run newest first, so this one, registered when the first job starts, runs before
-    those registered earlier (Hydra's, joblib's, the sweep report's): they still run, and what they
-    allocate is collected as usual; only what was alive when it ran is left to the system. Python
-    never promised `__del__` for objects alive at exit; everything the project writes is closed
-    explicitly. Registered once per process that runs jobs: the basic launcher's process, each
-    joblib worker, each submitit job (a joblib launching process only waits for its workers)."""
-    global _exit_registered
-    if not _exit_registered:
-        atexit.register(gc.freeze)
-        _exit_registered = True
-
-
-_exit_registered = False
-
-
 def record_failure(cfg: DictConfig, run_dir: Path, err: Exception) -> str:
     """A failed job is a result too: metrics.json says so, so a sweep report has its row. A
     metrics.json that a finished run left, or that the run wrote for this failure (`RunFailed`),
@@ -440,11 +305,13 @@ def main(cfg: DictConfig) -> float:
     try:
         with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
             try:
-                setup_process(cfg, hydra_cfg)
+                console.setup_process(cfg, hydra_cfg)
+                if in_sweep:  # a single run's checks ran before Hydra made its dir (preflight.CheckConfig)
+                    preflight.check_job(cfg, run_dir)
                 locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
                 if in_sweep:
                     interrupts.check_sweep(sweep_dir(hydra_cfg))  # a sweep stopped before this job
-                metrics = run(cfg, run_dir)
+                metrics = run(cfg, run_dir, checked=True)
             except interrupts.Interrupted as stop:
                 stop_interrupted(cfg, None, run_dir, stop)
             except Exception as err:
@@ -472,6 +339,47 @@ def sweep_dir(hydra_cfg) -> Path:
     """The sweep dir of a job, absolute."""
     d = Path(hydra_cfg.sweep.dir)
     return d if d.is_absolute() else Path(hydra_cfg.runtime.cwd) / d
+
+
+# Config options whose plugin comes with an extra of the package, and the line that says so when
+# the plugin is not installed (Hydra then knows no config of that name).
+EXTRAS = {
+    ("hydra/sweeper", "optuna"): "hparams_search=optuna needs the optuna sweeper, in the search extra: "
+                                 "pip install -e '.[search]' (from the project's checkout)",
+}
+
+
+def explain(err: BaseException) -> str | None:
+    """One line for an error a user can fix from the command line; None for anything else."""
+    from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
+
+    if isinstance(err, MissingConfigException) and err.options is not None:
+        group, _, name = (err.missing_cfg_file or "").rpartition("/")
+        if (group, name) in EXTRAS:
+            return EXTRAS[group, name]
+        allowed = ", ".join(sorted(err.options))
+        return f"{group}={name}: no such option; {group} must be one of {allowed}"
+    cause = err.__cause__
+    if isinstance(err, ConfigCompositionException) and isinstance(
+        cause, (ConfigKeyError, ConfigAttributeError)
+    ):
+        key = cause.full_key or str(cause.key)
+        if key.startswith("trainer."):
+            if key.removeprefix("trainer.") in trainer_arguments():
+                return f"{key}: not in the config yet; add it with +{key}=..."
+            known = [f"trainer.{k}" for k in trainer_arguments()]
+        else:
+            known = config_keys()
+        return f"{key}: no such config key{did_you_mean(key, known)}; keys are listed in the README"
+    if isinstance(err, ConfigCompositionException) and isinstance(cause, ValidationError):
+        key = cause.full_key
+        got = getattr(cause, "value", None)
+        allowed = ALLOWED.get(key) or str(cause).splitlines()[0]
+        return f"{key}={got}: not allowed; {key} must be {allowed}"
+    if isinstance(err, (OverrideParseException, ConfigCompositionException)):
+        return str(err).strip().splitlines()[0]
+    return None
 
 
 def cli() -> None:

@@ -3,7 +3,7 @@
 import pytest
 from omegaconf import OmegaConf
 
-from srn_lightning import config
+from srn_lightning import config, preflight, train
 from srn_lightning.resume import ResumeError, resume_argv
 
 from .conftest import compose_cfg
@@ -13,7 +13,7 @@ def test_every_rule_names_a_key_of_the_composed_config():
     cfg = compose_cfg()
     for rule in config.RULES:
         present = OmegaConf.select(cfg, rule.key, default="absent") != "absent"
-        added = rule.key.startswith("trainer.") and rule.key[8:] in config._trainer_arguments()
+        added = rule.key.startswith("trainer.") and rule.key[8:] in config.trainer_arguments()
         assert present or added, rule.key  # or a Trainer argument added with +trainer.
     config.validate(cfg)  # the book's run is allowed
 
@@ -71,7 +71,7 @@ def test_resume_replays_the_run_s_own_overrides_in_its_own_dir(tmp_path):
 def test_a_bad_choice_is_explained_in_one_line(override, line):
     with pytest.raises(Exception) as err:
         compose_cfg(override)
-    assert config.explain(err.value) == line
+    assert train.explain(err.value) == line
 
 
 def test_a_resumed_run_keeps_its_cell_and_optimizer(tmp_path):
@@ -91,11 +91,11 @@ def test_a_resumed_run_keeps_its_cell_and_optimizer(tmp_path):
 def test_a_trainer_key_not_in_the_config_is_explained(override, line):
     with pytest.raises(Exception) as err:
         compose_cfg(override)
-    assert config.explain(err.value).startswith(line)
+    assert train.explain(err.value).startswith(line)
 
 
 def test_an_added_key_must_be_a_trainer_argument():
     cfg = compose_cfg("+trainer.max_epoch=3")
     with pytest.raises(config.ConfigError, match=r"^trainer.max_epoch=3: not allowed; trainer.max_epoch "
                                                  r"must be a Trainer argument \(did you mean max_epochs\?\)"):
-        config.check_trainer_keys(cfg.trainer)
+        preflight.check_trainer_keys(cfg.trainer)

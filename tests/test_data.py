@@ -6,7 +6,7 @@ import torch
 
 from srn_lightning import data
 
-# sha256 of the files the book's procedure writes (BOOK.md)
+# sha256 of the files the book's own procedure writes (its generator, run once as the book does)
 BOOK_SHA256 = {
     (20, "train"): "60acd43edbd569d2befba492b9be3c4fc7487b631c1492f8f456dfc162fdde40",
     (20, "test"): "93da6b804adce3a7c8b33674cde53b59f2e33eb1d9a11b6a80408a0d1ac6f90f",

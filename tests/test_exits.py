@@ -14,11 +14,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from srn_lightning import config, interrupts, locks, record, report
+from srn_lightning import config, interrupts, locks, preflight, record, report, report_jobs
 from srn_lightning.callbacks import GradNormMonitor, RowWriter
 from srn_lightning.files import UnsafePathError, open_nofollow
 from srn_lightning.resume import ResumeError, check_checkpoint, quote, resolve_resume, resume_argv
-from srn_lightning.train import make_module, run, run_config
+from srn_lightning.module import module_from_config
+from srn_lightning.resume import run_config
+from srn_lightning.train import run
 
 from .conftest import QUIET, child_env, compose_cfg, run_cli, start_cli
 from .signals import SignalAt
@@ -177,13 +179,13 @@ def test_a_checkpoint_of_another_run_is_refused(straight, data_dir):
     ]:
         cfg = compose_cfg(f"data.dir={data_dir}", *SHORT, *overrides)
         with pytest.raises(ResumeError, match=message):
-            check_checkpoint(ckpt, make_module(cfg), run_config(cfg), straight[2])
+            check_checkpoint(ckpt, module_from_config(cfg), run_config(cfg), straight[2])
 
 
 def test_a_checkpoint_naming_files_of_another_dir_is_refused(straight, run_dir, data_dir):
     cfg = compose_cfg(f"data.dir={data_dir}", *SHORT)
     with pytest.raises(ResumeError, match=f"names {straight[2]}.*outside {run_dir}.*moved or copied"):
-        check_checkpoint(run_dir / "checkpoints" / "last.ckpt", make_module(cfg), run_config(cfg), run_dir)
+        check_checkpoint(run_dir / "checkpoints" / "last.ckpt", module_from_config(cfg), run_config(cfg), run_dir)
 
 
 def test_a_checkpoint_without_the_grad_norm_rows_is_refused(run_dir):
@@ -358,7 +360,7 @@ def test_a_sweep_dir_that_holds_jobs_is_refused_unless_added_to(data_dir, tmp_pa
 
 
 def rows_of(sweep_dir: Path) -> list[dict]:
-    return [report.read_job(num, d, sweep_dir) for num, d in report.find_jobs(sweep_dir)]
+    return [report_jobs.read_job(num, d, sweep_dir) for num, d in report_jobs.find_jobs(sweep_dir)]
 
 
 # --- names, the report, what the record cannot represent --------------------------------------------
@@ -408,7 +410,7 @@ def test_what_the_record_cannot_represent_is_refused(key, value):
 
 def test_an_accelerator_the_machine_lacks_is_one_line():
     with pytest.raises(config.ConfigError, match="trainer.accelerator=tpu: not allowed"):
-        config.check_accelerator("tpu")
+        preflight.check_accelerator("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(config.ConfigError, match="this one has none"):
-            config.check_accelerator("gpu")
+            preflight.check_accelerator("gpu")

@@ -20,8 +20,9 @@ call = run_cli
 
 
 def snapshot(root: Path) -> dict:
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns)
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    """Every file (its size and time) and every dir under `root`: what a call may not create or touch."""
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,7 @@ BAD = [  # (override, key the message must name, what it must say is allowed); a
     ("trainer.max_epochs=abc", "trainer.max_epochs", ">= 1"),
     ("+trainer.gradient_clip_val=1", "trainer.gradient_clip_val", "set by clip.val"),
     ("+trainer.accumulate_grad_batches=2", "trainer.accumulate_grad_batches", "per optimizer step"),
+    ("+trainer.bogus_arg=1", "trainer.bogus_arg", "a Trainer argument"),
     ("hydra.run.dir=outputs/runs/good", "hydra.run.dir", "holds a run; continue it with resume="),
     ("-m hydra.sweep.dir=a_file/sweep", "hydra.sweep.dir", "can be created and written"),
     # what the record cannot represent: one process, one device, at least one step (the rest of
@@ -73,7 +75,7 @@ def test_bad_config_is_one_line_before_any_work(workdir, override, key, allowed)
     assert len(lines) == 1, proc.stderr
     assert lines[0].startswith(f"error: {key}") and allowed in lines[0], lines[0]
     assert "Traceback" not in proc.stdout + proc.stderr
-    assert snapshot(workdir) == before  # no run dir made, nothing overwritten
+    assert snapshot(workdir) == before  # no run dir or data dir made, nothing overwritten
 
 
 # --- data files ---------------------------------------------------------------------------------
@@ -280,7 +282,7 @@ def test_resume_errors_are_one_line_and_touch_nothing(workdir, tmp_path, make_cf
 def test_same_seed_same_numbers_other_seed_other_numbers(make_cfg, tmp_path):
     results = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        m = run(make_cfg("clip=value", "trainer.max_epochs=3", f"seed={seed}"), tmp_path / name)
+        m = run(make_cfg("clip=value", "trainer.max_epochs=1", f"seed={seed}"), tmp_path / name)
         m.pop("fit_seconds")
         results[name] = (m, (tmp_path / name / "grad_norms.csv").read_bytes())
     assert results["a"] == results["b"]

@@ -31,12 +31,11 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, umask):
     files.write_atomic(tmp_path / "a.json", "{}\n")
     with open(tmp_path / "plain", "w"):
         pass
-    from matplotlib.figure import Figure
-
-    plots._save_atomic(Figure(), tmp_path / "fig.png")
+    plots.plot_grad_norms({"step": [0, 1], **{f"{n}_pre": [1.0, 2.0] for n in "WUb"}}, tmp_path / "fig")
     assert mode(tmp_path / "plain") == 0o666 & ~umask
     assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
-        "a.json": 0o666 & ~umask, "plain": 0o666 & ~umask, "fig.png": 0o666 & ~umask}
+        "a.json": 0o666 & ~umask, "plain": 0o666 & ~umask, "fig.png": 0o666 & ~umask,
+        "fig.pdf": 0o666 & ~umask}
 
 
 @pytest.mark.parametrize("umask", UMASKS, indirect=True, ids=oct)

@@ -10,10 +10,10 @@ from benchmarks.parity import MODES, lightning_fit, parity, plain_fit
 
 @pytest.mark.parametrize("clip", MODES)
 def test_lightning_run_matches_a_plain_torch_loop(clip, make_cfg, tmp_path):
-    cfg = make_cfg(f"clip={clip}", "trainer.max_epochs=3")
+    cfg = make_cfg(f"clip={clip}", "trainer.max_epochs=2", "grad_time=false")
     light = lightning_fit(cfg, tmp_path / "lightning")
     plain = plain_fit(cfg, tmp_path / "plain")
-    assert len(light["losses"]) == len(plain["losses"]) == 15
+    assert len(light["losses"]) == len(plain["losses"]) == 10
     parity(light, plain)  # raises unless per-step losses, norms and final weights agree
     assert light["dev_best"] == pytest.approx(plain["dev_best"])
     norms = light["norms"]  # W, U, b, total before clipping, then after

@@ -67,7 +67,8 @@ def test_float32_metrics_are_written_as_the_shortest_decimal_of_the_float32(tmp_
     rows = [row(0, float(np.float32(6934.12)), float(np.float32(1273.248))), row(1, float(np.float32(0.0015)), 3.0)]
     metrics = record.finished_metrics(
         "completed", compose_cfg(), epochs=1, steps=2, dev_best=float(np.float32(0.14)),
-        best_checkpoint="best-epoch00.ckpt", test_acc=f32, columns=record.columns(rows), fit_seconds=1.0)
+        best_checkpoint="best-epoch00.ckpt", test_acc=f32, measured=record.norm_summary(record.columns(rows)),
+        fit_seconds=1.0)
     record.write_metrics(tmp_path, metrics)
     text = (tmp_path / record.METRICS_NAME).read_text()
     assert '"test_acc": 0.11,' in text and '"dev_best": 0.14,' in text and "0.1099999" not in text

@@ -8,7 +8,7 @@ import statistics
 import pytest
 import yaml
 
-from srn_lightning import record, report
+from srn_lightning import record, report, report_jobs
 
 
 def make_job(sweep, num, overrides, metrics=None, w_norms=(5.0, 50.0, 0.5)):
@@ -62,7 +62,7 @@ def test_a_partly_written_csv_is_drawn_as_far_as_it_goes(tmp_path):
     job = make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})
     with (job / record.CSV_NAME).open("a") as f:
         f.write("3,0,1.0,2")
-    assert report.read_norms(job) == ([0, 1, 2], [5.0, 50.0, 0.5])
+    assert report_jobs.read_norms(job) == ([0, 1, 2], [5.0, 50.0, 0.5])
 
 
 def test_the_report_writes_float32_numbers_and_their_statistics_without_binary_noise(tmp_path):

@@ -32,14 +32,16 @@ def signal_at():
 
     def attach(name, text, sig):
         logger = logging.getLogger(name)
-        attached.append((logger, logger.level, SignalAt(text, sig)))
-        logger.addHandler(attached[-1][2])
+        attached.append((logger, logger.level, logger.disabled, SignalAt(text, sig)))
+        logger.addHandler(attached[-1][3])
         logger.setLevel(logging.INFO)
+        logger.disabled = False  # a logging.config call by another test's tool may have disabled it
 
     yield attach
-    for logger, level, handler in attached:
+    for logger, level, disabled, handler in attached:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.disabled = disabled
 
 
 def test_the_table_holds_every_catchable_signal_that_ends_a_process():

@@ -270,7 +270,8 @@ def test_the_slurm_launcher_config_asks_for_what_a_job_needs(make_cfg):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from srn_lightning.train import CONFIG_DIR, job_threads
+    from srn_lightning.config import CONFIG_DIR
+    from srn_lightning.console import job_threads
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["hydra/launcher=slurm"], return_hydra_config=True)
@@ -284,7 +285,7 @@ def test_the_slurm_launcher_config_asks_for_what_a_job_needs(make_cfg):
 
 
 def test_the_memory_experiment_reports_accuracy_against_length_per_cell(tmp_path, data_dir):
-    from srn_lightning import report
+    from srn_lightning import report_jobs, report_summary
 
     rc, out = finish(launch(["-m", "experiment=memory", "model=srn,lstm", "length=10,20", "threads=1"],
                             tmp_path, data_dir))
@@ -295,8 +296,8 @@ def test_the_memory_experiment_reports_accuracy_against_length_per_cell(tmp_path
         (cell, "adam", length, "8") for cell in ("srn", "lstm") for length in ("10", "20")}
     settings = {r["setting"] for r in read_csv(sweep / "summary_by_setting.csv")}
     assert settings == {f"model={c} length={n}" for c in ("srn", "lstm") for n in (10, 20)}
-    rows = [report.read_job(int(r["job"]), sweep / r["dir"], sweep) for r in jobs]
-    accuracy = report.figure_data(rows, sweep)["accuracy"]  # what the figure's bottom panel draws
+    rows = [report_jobs.read_job(int(r["job"]), sweep / r["dir"], sweep) for r in jobs]
+    accuracy = report_summary.figure_data(rows, sweep)["accuracy"]  # what the figure's bottom panel draws
     assert set(accuracy) == {"model=srn", "model=lstm"}
     assert all([p[0] for p in points] == ["length=10", "length=20"] for points in accuracy.values())
     assert (sweep / "sweep.png").stat().st_size > 10_000

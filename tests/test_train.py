@@ -9,7 +9,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from srn_lightning import train
+from srn_lightning import console, train
 from srn_lightning.data import read_split
 from srn_lightning.module import SRNClassifier
 from srn_lightning.record import COLUMNS, read_grad_norms
@@ -106,10 +106,10 @@ def run_one_epoch(args, cwd, data_dir):
 
 def test_exit_handler_is_registered_once(monkeypatch):
     registered = []
-    monkeypatch.setattr(train.atexit, "register", registered.append)
-    monkeypatch.setattr(train, "_exit_registered", False)
-    train.exit_without_final_collection()
-    train.exit_without_final_collection()
+    monkeypatch.setattr(console.atexit, "register", registered.append)
+    monkeypatch.setattr(console, "_exit_registered", False)
+    console.exit_without_final_collection()
+    console.exit_without_final_collection()
     assert registered == [gc.freeze]
 
 

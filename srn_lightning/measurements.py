@@ -1,0 +1,100 @@
+"""A run's per-step measurements, each one object: the monitor that takes it (a `RowMonitor`), the
+callbacks that act on it, its CSV, its logger tags, its figure and its summary numbers. The run
+holds a list of them (`for_run`); building the Trainer, writing the CSVs, drawing, the metrics and
+an interrupted run's record loop over that list.
+
+A new measurement is a monitor in callbacks.py, a figure in plots.py, and an entry in `for_run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from srn_lightning import plots, record
+from srn_lightning.files import naming
+from srn_lightning.callbacks import (GradFlowMonitor, GradNormMonitor, RowMonitor, RowWriter, StopOnNonFinite,
+                                     add_chart, log_image)
+
+
+@dataclass
+class Measurement:
+    """One per-step measurement of a run.
+
+    Args:
+        name: its files' stem: `<name>.csv`, `<name>.png`, `<name>.pdf`, and its TensorBoard image.
+        monitor: the callback that measures, a row per optimizer step.
+        tags: column -> logger tag, for the columns the loggers get every step.
+        draw: (its columns, every measurement's columns by name, out stem, title) -> the figure's
+            pixels; it writes `<out stem>.png` and `.pdf`.
+        summarise: its columns -> the numbers it adds to metrics.json.
+        also: callbacks that act on its rows, after the monitor and before the CSV is written.
+        charts: TensorBoard "custom scalars" charts, {title: {chart: [tags]}}.
+    """
+
+    name: str
+    monitor: RowMonitor
+    tags: dict[str, str]
+    draw: Callable[[dict, dict, Path, str], Any]
+    summarise: Callable[[dict], dict]
+    also: list = field(default_factory=list)
+    charts: dict[str, dict[str, list[str]]] = field(default_factory=dict)
+
+    def columns(self) -> dict[str, list]:
+        """Its rows so far as {column: values}."""
+        return record.columns(self.monitor.rows(), self.monitor.columns)
+
+    def callbacks(self, run_dir: Path) -> list:
+        """The monitor, what acts on its rows, and the writer of its CSV and logger tags, in the
+        order they must run."""
+        return [self.monitor, *self.also, RowWriter(self.monitor, run_dir / f"{self.name}.csv", self.tags)]
+
+
+def for_run(cfg, module) -> list[Measurement]:
+    """The measurements of a run: the grad norms always (the book's figure, and divergence stops the
+    run at the step it shows); the gradient's flow through time with `grad_time`."""
+    monitor = GradNormMonitor(module.tracked_parameters())
+    names = [*monitor.names, "total"]
+    found = [Measurement(
+        name=record.FIGURE_STEM, monitor=monitor,
+        tags={"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}" for when in ("pre", "post")
+                                       for n in names},
+        draw=lambda own, every, out, title: plots.plot_grad_norms(own, out, cfg.plot_steps, title=title),
+        summarise=record.norm_summary,
+        also=[StopOnNonFinite(monitor)],
+        charts={"grad norms (W, U, b)": {f"{when}-clip": [f"grad_norm_{when}/{n}" for n in monitor.names]
+                                         for when in ("pre", "post")}},
+    )]
+    if cfg.grad_time:
+        found.append(Measurement(
+            name=record.GRAD_TIME_STEM, monitor=GradFlowMonitor(module.model.rnn_model, cfg.length),
+            tags={"sigma_max_U": "grad_flow/sigma_max_U"},
+            draw=lambda own, every, out, title: plots.plot_grad_time(own, every[record.FIGURE_STEM], out,
+                                                                     title=title),
+            summarise=record.grad_time_summary,
+        ))
+    return found
+
+
+def add_charts(trainer, measured: list[Measurement]) -> None:
+    """Each measurement's TensorBoard charts."""
+    for m in measured:
+        for title, charts in m.charts.items():
+            add_chart(trainer, title, charts)
+
+
+def draw(trainer, measured: list[Measurement], run_dir: Path, title: str) -> None:
+    """Each measurement's figure that has rows to draw, as PNG and PDF, and as an image in
+    TensorBoard at the run's last step."""
+    every = {m.name: m.columns() for m in measured}
+    for m in measured:
+        if every[m.name].get("step"):
+            pixels = m.draw(every[m.name], every, run_dir / m.name, title)
+            with naming(run_dir / "tb"):  # a write that fails names TensorBoard's dir
+                log_image(trainer, m.name, pixels, trainer.global_step)
+
+
+def summary(measured: list[Measurement]) -> dict:
+    """The summary numbers of every measurement, in the list's order."""
+    return {k: v for m in measured for k, v in m.summarise(m.columns()).items()}

@@ -1,0 +1,94 @@
+"""Check first, create after: the checks before a run (preflight.CheckConfig, as Hydra calls it
+before it makes the run's dir) create nothing, not even a dir, until every one has passed; and
+each runs once in a run's process."""
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+
+from srn_lightning import preflight, resume, train
+from srn_lightning.config import CONFIG_DIR
+
+from .test_faults import snapshot
+
+
+def hydra_cfg(*overrides: str):
+    """The run's config with Hydra's part, as the CheckConfig callback gets it."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+@pytest.fixture
+def launch_dir(tmp_path, monkeypatch):
+    """Where a run is launched from: a finished run in it, no data dir yet (relative paths land here)."""
+    done = tmp_path / "outputs" / "runs" / "done"
+    done.mkdir(parents=True)
+    (done / "metrics.json").write_text('{"status": "completed"}\n')
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+REFUSED = [
+    ("trainer.accelerator=gpu" if not torch.cuda.is_available() else "trainer.accelerator=tpu",
+     "trainer.accelerator"),
+    ("+trainer.bogus_arg=1", "trainer.bogus_arg"),
+    ("hydra.run.dir=outputs/runs/done", "hydra.run.dir"),
+    ("lr=0", "lr"),
+]
+
+
+@pytest.mark.parametrize("override,key", REFUSED, ids=[r[0] for r in REFUSED])
+def test_a_refused_run_creates_no_dir_and_no_file(launch_dir, override, key):
+    cfg = hydra_cfg("hydra.run.dir=outputs/runs/new", override)
+    before = snapshot(launch_dir)
+    with pytest.raises(SystemExit, match=f"^error: {key}"):
+        preflight.CheckConfig().on_run_start(cfg)
+    assert snapshot(launch_dir) == before  # no outputs/runs/new, no data/, no lock
+
+
+def test_the_checks_pass_without_creating_the_dirs_they_check(launch_dir):
+    cfg = hydra_cfg("data.dir=far/data")
+    preflight.check_run_dir(launch_dir / "runs" / "deep" / "new", resume_target=None)
+    preflight.check_job(cfg, launch_dir / "runs" / "deep" / "new")
+    assert not (launch_dir / "runs").exists() and not (launch_dir / "far").exists()
+
+
+def test_a_run_from_the_cli_is_checked_once(launch_dir, data_dir, monkeypatch):
+    """CheckConfig checks the run before Hydra makes its dir; the run itself does not again."""
+    calls = []
+    check_job = preflight.check_job
+    monkeypatch.setattr(preflight, "check_job", lambda *a: calls.append(a) or check_job(*a))
+    monkeypatch.setattr("sys.argv", ["train", f"data.dir={data_dir}", "trainer.max_epochs=1",
+                                     "+trainer.limit_train_batches=1", "trainer.enable_progress_bar=false",
+                                     "hydra.run.dir=outputs/runs/once"])
+    train.main()
+    assert len(calls) == 1
+    assert (launch_dir / "outputs" / "runs" / "once" / "metrics.json").is_file()
+
+
+def test_a_checkpoint_is_read_once_for_every_check(launch_dir, monkeypatch):
+    ckpt = launch_dir / "last.ckpt"
+    torch.save({"state_dict": {}, "loops": {}, "callbacks": {resume.MONITOR_STATE: {"rows": []}}}, ckpt)
+    loads = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or load(*a, **k))
+    first = resume.load_checkpoint(ckpt, ckpt)
+    assert resume.load_checkpoint(ckpt, ckpt) is first and len(loads) == 1
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "loops": {},
+                "callbacks": {resume.MONITOR_STATE: {"rows": []}}}, ckpt)  # the file changed: read anew
+    assert "x" in resume.load_checkpoint(ckpt, ckpt)["state_dict"] and len(loads) == 2
+
+
+def test_a_resumed_run_reads_its_checkpoint_once(make_cfg, tmp_path, monkeypatch):
+    """The checks read the checkpoint; the fit that resumes from it takes what they read."""
+    from srn_lightning.train import run
+
+    quick = ("+trainer.limit_train_batches=2", "grad_time=false")
+    run(make_cfg("trainer.max_epochs=1", *quick), tmp_path)
+    loads = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or load(*a, **k))
+    ckpt = tmp_path / "checkpoints" / "last.ckpt"
+    metrics = run(make_cfg("trainer.max_epochs=2", *quick, f"resume={ckpt}"), tmp_path)
+    assert metrics["epochs"] == 2 and metrics["steps"] == 4
+    assert len(loads) == 2  # last.ckpt once, for the checks and the fit; the best one for the test
