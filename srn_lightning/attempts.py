@@ -33,6 +33,9 @@ RUN_FILES = (record.METRICS_NAME, record.CSV_NAME, record.GRAD_TIME_CSV,
 RUN_DIRS = ("checkpoints", "tb")
 
 
+HISTORY = ("requeues", "requeue_signals")  # what a job's record says of its earlier attempts
+
+
 class Plan(dict):
     """What a job does with its dir: `kept` (the earlier record, to return), or `resume` (the
     checkpoint) and `history` (keys for its record); a fresh job has neither."""
@@ -57,7 +60,7 @@ def plan(run_dir) -> Plan:
     if earlier["status"] in KEPT:
         log.info("%s earlier: kept as it is (%s)", earlier["status"], run_dir)
         return Plan(kept=earlier)
-    history = {"requeues": int(earlier.get("requeues") or 0) + 1,
+    history = {"requeues": int(earlier.get("requeues") or 0) + 1,  # HISTORY
                "requeue_signals": [*(earlier.get("requeue_signals") or []),
                                    earlier.get("signal") or ("killed" if earlier["status"] == "missing"
                                                              else earlier["status"])]}

@@ -194,6 +194,9 @@ class Diverged(RuntimeError):
         super().__init__(f"loss or gradients became NaN/Inf at step {step}")
         self.step = step
 
+    def __reduce__(self):  # crosses a process boundary intact
+        return type(self), (self.step,)
+
 
 class StopOnNonFinite(Callback):
     """Stops training with `Diverged` at the first step whose loss, gradient norms (from `monitor`)

@@ -261,7 +261,11 @@ class ConfigError(UserError, ValueError):
     """A config value that is not allowed; str() is the one line to show."""
 
     def __init__(self, key: str, value: Any, allowed: str | None = None) -> None:
-        super().__init__(f"{key}={value}: not allowed; {key} must be {allowed or ALLOWED[key]}")
+        self.key, self.value, self.allowed = key, str(value), allowed or ALLOWED[key]
+        super().__init__(f"{key}={value}: not allowed; {key} must be {self.allowed}")
+
+    def __reduce__(self):  # crosses a process boundary (a joblib worker's job) intact
+        return type(self), (self.key, self.value, self.allowed)
 
 
 def _get(cfg, key: str):

@@ -4,16 +4,24 @@ person watches a terminal; in a sweep, every line with the number of the job tha
 Hydra's job logging has two handlers: the console and the run's train.log. Everything here changes the
 console handler only, so train.log keeps every line Lightning logs.
 
+The console is never a point of failure (`steady_streams`): a process started without stdout (`>&-`,
+as cron or a daemon runs it), a console that goes away (`| head -1`, a closed terminal, a full disk
+under `> file`) or one that cannot encode a character (an ASCII-only locale) costs the run nothing
+but console lines, and is said in one line at most; train.log keeps every line.
+
 `setup_process` sets up a process that runs jobs: its console, warning filters, exit handler, threads.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
+import io
 import logging
 import os
 import sys
+import threading
 import warnings
 
 from omegaconf import DictConfig
@@ -79,7 +87,128 @@ def progress_bar_default(parallel: bool) -> bool:
     """A progress bar only for a person at a terminal: not in a log file, a Slurm log or CI output,
     where every redraw is a line, and not when jobs run side by side, whose bars would overwrite
     each other. Lightning's bars write to stdout."""
-    return sys.stdout.isatty() and not parallel
+    return sys.stdout is not None and sys.stdout.isatty() and not parallel
+
+
+# ---- a console that cannot fail the run ----------------------------------------------------------
+
+class SteadyStream(io.TextIOBase):
+    """stdout or stderr as a run writes to it: a character the console cannot encode is written as
+    a backslash escape (the line is kept), and a console that fails (EPIPE from `| head -1`, EIO
+    from a closed terminal, ENOSPC from a redirect to a full disk, a closed file) is dropped: the
+    process says so once, on the other stream, and goes on with its record."""
+
+    def __init__(self, stream, name: str) -> None:
+        super().__init__()
+        self.stream, self.name, self.lost = stream, name, False
+        try:  # an ASCII-only console gets `\xfc`, never a UnicodeEncodeError
+            stream.reconfigure(errors="backslashreplace")
+        except (AttributeError, ValueError, OSError):
+            pass
+
+    def write(self, text: str) -> int:
+        if not self.lost:
+            try:
+                return self.stream.write(text)
+            except UnicodeEncodeError:
+                enc = getattr(self.stream, "encoding", None) or "ascii"
+                return self.write(text.encode(enc, "backslashreplace").decode(enc))
+            except (OSError, ValueError) as err:
+                self._lose(err)
+        return len(text)
+
+    def flush(self) -> None:
+        if not self.lost:
+            try:
+                self.stream.flush()
+            except (OSError, ValueError) as err:
+                self._lose(err)
+
+    def isatty(self) -> bool:
+        try:
+            return not self.lost and self.stream.isatty()
+        except (OSError, ValueError):
+            return False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self):
+        return getattr(self.stream, "encoding", None)
+
+    @property
+    def errors(self):
+        return getattr(self.stream, "errors", None)
+
+    def _lose(self, err: BaseException) -> None:
+        self.lost = True
+        # /dev/null in its place: what the stream still buffers, and anything writing to the file
+        # descriptor itself (the interpreter's flush at exit, a child process), lands nowhere
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self.stream.fileno())
+            os.close(null)
+        _say_once(f"console: {self.name} is gone ({type(err).__name__}: {err}); the run goes on, "
+                  "and its train.log keeps every line", self)
+
+
+def steady_streams() -> None:
+    """Makes the console safe for a process that runs jobs: file descriptors 0-2 open (on /dev/null
+    where the process was started without them, so no file the run opens takes their place and
+    gets console output), and stdout and stderr as `SteadyStream`s; the console handlers of the
+    log write to those. Idempotent."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:  # closed: the next file opened would get this number
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        stream = getattr(sys, name)
+        if isinstance(stream, SteadyStream):
+            continue
+        if stream is None:  # started without it: Python has no object for the descriptor
+            stream = open(fd, "w", closefd=False)
+        steady = SteadyStream(stream, name)
+        setattr(sys, name, steady)
+        for handler in console_handlers():
+            if handler.stream is stream:
+                handler.setStream(steady)
+    threading.excepthook = _thread_failed
+
+
+def _thread_failed(args) -> None:
+    """A background thread that fails (TensorBoard's writer on a full disk) is one log line, not a
+    traceback on the console: the run meets the same error where it writes, and its record names
+    the file."""
+    if args.exc_type is SystemExit:
+        return
+    name = args.thread.name if args.thread is not None else "a thread"
+    logging.getLogger(__name__).error("%s failed: %s: %s", name, args.exc_type.__name__,
+                                      args.exc_value)
+
+
+def _say_once(line: str, lost: SteadyStream) -> None:
+    """`line` on the console stream that still works (not `lost`), once per process."""
+    global _said
+    if _said:
+        return
+    _said = True
+    for stream in (sys.stderr, sys.stdout):
+        if stream is not lost and isinstance(stream, SteadyStream) and not stream.lost:
+            stream.write(line + "\n")
+            stream.flush()
+            return
+
+
+_said = False
+
 
 
 # ---- the process that runs jobs -------------------------------------------------------------------------------
@@ -93,6 +222,7 @@ def setup_process(cfg: DictConfig, hydra_cfg: DictConfig, job_num: int | None = 
     from hydra.types import RunMode
     from omegaconf import open_dict
 
+    steady_streams()  # a joblib worker's or submitit job's own streams
     # Hydra's handlers (console and the run's train.log) print Lightning's messages; its own console
     # handler would print each of them a second time.
     logging.getLogger(lightning.__name__).handlers.clear()

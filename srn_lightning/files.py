@@ -32,20 +32,35 @@ def open_atomic(path, mode: str = "w", **kwargs):
     umask (0644 under the usual 022), for colleagues, TensorBoard or a web server running as another
     user."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _temp_file(path)
+    with naming(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _temp_file(path)
+        try:
+            with os.fdopen(fd, mode, closefd=False, **kwargs) as f:
+                yield f
+            if tmp is None:
+                tmp = _name(fd, path)
+            os.replace(tmp, path)
+        except BaseException:
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def naming(path):
+    """An OSError raised in the block that names no file (a write that fails: a full disk, a
+    file-size limit) names `path`, so that its message says which file failed; so does one that
+    another exception (a signal's, a file-size limit's SIGXFSZ) replaced as it was raised."""
     try:
-        with os.fdopen(fd, mode, closefd=False, **kwargs) as f:
-            yield f
-        if tmp is None:
-            tmp = _name(fd, path)
-        os.replace(tmp, path)
-    except BaseException:
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
+        yield
+    except BaseException as err:
+        failed = err if isinstance(err, OSError) else err.__context__
+        if isinstance(failed, OSError) and failed.filename is None and failed.strerror is not None:
+            failed.filename = str(path)
         raise
-    finally:
-        os.close(fd)
 
 
 def _name(fd: int, path: Path) -> Path:

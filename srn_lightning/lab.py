@@ -145,7 +145,8 @@ def run(*overrides: str, run_dir=None, **keys) -> Run:
     are the command line's strings (`"clip=norm"`, `"+trainer.max_steps=10"`) or keywords
     (`clip="norm"`, `trainer__max_epochs=3`). `resume=RUN_DIR` goes on with an interrupted run in
     its own dir. Returns the Run it left; raises UserError (one line) for a bad config or run dir,
-    and re-raises what made a run fail after recording it in metrics.json. Interrupted (the
+    and, for a run that failed, `train.RunFailed` (its `__cause__`: what made it fail) once
+    metrics.json records it with every number measured before. Interrupted (the
     notebook's stop button, Ctrl-C, SIGTERM), a run writes its record and raises SystemExit with
     the line that says how to go on (`run(resume=RUN_DIR)` does too).
 

@@ -21,7 +21,9 @@ class InUseError(UserError, RuntimeError):
 
 def _open(path: Path, create: bool) -> int:
     flags = os.O_RDWR | getattr(os, "O_NOFOLLOW", 0) | (os.O_CREAT if create else 0)
-    return os.open(path, flags, 0o644)
+    # 0666 less the umask, as a plain open() gives: under a group's umask (002) a colleague can
+    # take the lock of a run or sweep dir to resume or add to it
+    return os.open(path, flags, 0o666)
 
 
 def _refuse(directory, fd: int) -> None:
@@ -72,3 +74,22 @@ def release(directory) -> None:
     fd = _held.pop(Path(directory).absolute(), None)
     if fd is not None:
         os.close(fd)
+
+
+def holder(directory) -> int | None:
+    """The pid of another live process that holds `directory`, or None."""
+    d = Path(directory).absolute()
+    if d in _held:
+        return None
+    try:
+        fd = _open(d / LOCK_NAME, create=False)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = os.pread(fd, 32, 0).decode(errors="replace").strip()
+        return int(text) if text.isdigit() else None
+    finally:
+        os.close(fd)  # drops the shared lock too, when it was taken
+    return None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from srn_lightning import plots, record
+from srn_lightning.files import naming
 from srn_lightning.callbacks import (GradFlowMonitor, GradNormMonitor, RowMonitor, RowWriter, StopOnNonFinite,
                                      add_chart, log_image)
 
@@ -107,7 +108,8 @@ def draw(trainer, measured: list[Measurement], run_dir: Path, title: str) -> Non
     for m in measured:
         if every[m.name].get("step"):
             pixels = m.draw(every[m.name], every, run_dir / m.name, title)
-            log_image(trainer, m.name, pixels, trainer.global_step)
+            with naming(run_dir / "tb"):  # a write that fails names TensorBoard's dir
+                log_image(trainer, m.name, pixels, trainer.global_step)
 
 
 def summary(measured: list[Measurement]) -> dict:

@@ -9,6 +9,8 @@ it also keeps the hidden states of every position in `states` (and the LSTM its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -32,6 +34,9 @@ class RecurrentCell(nn.Module):
             for block in p.data.split(hidden_size, dim=1):
                 nn.init.xavier_uniform_(block)
         self.keep_states = False
+        # called at every position of the forward pass and, through a hook, of the backward pass:
+        # where a long step can be stopped (a run's signal handling: interrupts.stop_point)
+        self.stop_point: Callable[[], None] | None = None
         self.states: list[torch.Tensor] = []
         self.cell_states: list[torch.Tensor] = []
 
@@ -52,7 +57,14 @@ class RecurrentCell(nn.Module):
         for xw_t in xw:
             h, c = self.step(xw_t, h, c)
             self._keep(self.states, h)
+            if self.stop_point is not None:
+                self.stop_point()
+                if h.requires_grad:
+                    h.register_hook(self._stop_in_backward)
         return h
+
+    def _stop_in_backward(self, grad: torch.Tensor) -> None:
+        self.stop_point()  # the gradient itself is left as it is
 
     def step(self, xw_t: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
         raise NotImplementedError

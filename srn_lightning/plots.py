@@ -109,6 +109,8 @@ def _save_png_pdf(fig, out_stem):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import imsave
 
+    from srn_lightning.files import open_atomic
+
     out_stem = Path(out_stem)
     canvas = FigureCanvasAgg(fig)
     canvas.draw()
@@ -276,7 +278,7 @@ def _draw_accuracy(ax, accuracy: dict, x_key: str) -> None:
     else:
         ax.set_title("test accuracy (1 seed)" if seeds == [1] else
                      f"test accuracy: mean and std over {over}", fontsize=9)
-    if accuracy and not many:
+    if not many and ax.get_legend_handles_labels()[0]:  # none: no job tested
         ax.legend(fontsize=8)
 
 

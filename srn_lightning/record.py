@@ -102,7 +102,7 @@ def finished_metrics(status: str, cfg, *, epochs: int, steps: int, dev_best, bes
     return {"status": status, **extra, **config_summary(cfg), "epochs": epochs, "steps": steps,
             "dev_best": float32_number(dev_best), "best_checkpoint": best_checkpoint,
             "test_acc": float32_number(test_acc), **{k: float32_number(v) for k, v in measured.items()},
-            "fit_seconds": round(fit_seconds, 3)}
+            "fit_seconds": None if fit_seconds is None else round(fit_seconds, 3)}
 
 
 def float32_number(x: float | None) -> float | None:
@@ -116,14 +116,23 @@ def float32_number(x: float | None) -> float | None:
     return float(str(np.float32(x)))  # numpy prints a float32 as its shortest round-trip decimal
 
 
-def interrupted_metrics(cfg, *, epochs: int, steps: int, phase: str, signal: str, resume: str) -> dict:
-    """The record of a run stopped by a signal: in which phase, by which signal, how to go on."""
-    return {"status": "interrupted", "phase": phase, "signal": signal, **config_summary(cfg),
-            "epochs": epochs, "steps": steps, "resume": resume}
+def interrupted_metrics(cfg, *, phase: str, signal: str, resume: str, measured: dict | None = None,
+                        error: str | None = None) -> dict:
+    """The record of a run stopped by a signal: in which phase, by which signal, every number
+    measured until then (`measured`, as `finished_metrics` gives them; none before the run was
+    built), the file that was failing as the signal came (`error`: a file-size limit's SIGXFSZ),
+    how to go on."""
+    measured = {k: v for k, v in (measured or {"epochs": 0, "steps": 0}).items() if k != "status"}
+    return {"status": "interrupted", "phase": phase, "signal": signal,
+            **({"error": error} if error else {}), **config_summary(cfg), **measured, "resume": resume}
 
 
-def failed_metrics(cfg, error: str) -> dict:
-    return {"status": "failed", "error": error, **config_summary(cfg)}
+def failed_metrics(cfg, error: str, phase: str | None = None, measured: dict | None = None) -> dict:
+    """The record of a run that failed: the error (naming the file, for a file that could not be
+    written), the phase, and every number measured before it (`measured`)."""
+    measured = {k: v for k, v in (measured or {}).items() if k != "status"}
+    return {"status": "failed", **({"phase": phase} if phase else {}), "error": error,
+            **config_summary(cfg), **measured}
 
 
 def write_metrics(run_dir, metrics: dict) -> None:

@@ -39,7 +39,7 @@ from srn_lightning.files import shown, write_atomic
 from srn_lightning.record import csv_text
 from srn_lightning.report_jobs import find_jobs, read_job
 from srn_lightning.report_summary import (AGGREGATE_COLUMNS, JOB_COLUMNS, aggregate, figure_data, markdown,
-                                          setting_table)
+                                          not_completed, setting_table)
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ def write_report(sweep_dir, force: bool = True) -> list[Path]:
         return _build(sweep_dir, force)[0]
 
 
-def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict]]:
-    """The report's files, and the by-setting rows; called under the lock."""
+def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict], list[dict]]:
+    """The report's files, the by-setting rows and the job rows; called under the lock."""
     rows = [read_job(num, d, sweep_dir) for num, d in find_jobs(sweep_dir)]
     if not rows:
         raise FileNotFoundError(f"{sweep_dir}: no job dirs (dirs with .hydra/overrides.yaml)")
@@ -80,15 +80,17 @@ def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict]]:
     out = [sweep_dir / n for n in ("summary.csv", "summary_by_setting.csv", "summary.md",
                                    "sweep.png", "sweep.pdf")]
     table = csv_text(rows, JOB_COLUMNS + extra)
-    if not force and out[0].exists() and out[0].read_bytes() == table.encode():
-        return out, by_setting
+    # current: the same table, and the figure there (a stop can come between the two)
+    if (not force and out[0].exists() and out[0].read_bytes() == table.encode() and out[3].exists()
+            and out[4].exists()):
+        return out, by_setting, rows
     write_atomic(out[0], table)
     write_atomic(out[1], csv_text(by_setting, AGGREGATE_COLUMNS))
     write_atomic(out[2], markdown(rows, by_setting, sweep_dir))
     data = figure_data(rows)
     if data["rows"]:
         plots.plot_sweep(**data, out_stem=sweep_dir / "sweep", title=f"sweep {sweep_dir.name}")
-    return out, by_setting
+    return out, by_setting, rows
 
 
 # ---- while a sweep runs: a report that keeps up without costing the sweep its time ---------------
@@ -175,7 +177,7 @@ class SweepReport(Callback):
         self._ended = True
         try:
             with _locked(sweep_dir):
-                paths, by_setting = _build(sweep_dir, force=False)
+                paths, by_setting, rows = _build(sweep_dir, force=False)
         except FileNotFoundError as err:  # stopped before its first job
             log.info("no sweep report: %s", err)
             return
@@ -183,8 +185,8 @@ class SweepReport(Callback):
             log.exception("sweep report not written in %s", sweep_dir)
             return
         # printed, not logged: the launching process's log may still be a job's train.log
-        print("\n".join(["", *setting_table(by_setting), "", f"sweep report: {shown(paths[2])}"]),
-              flush=True)
+        print("\n".join(["", *setting_table(by_setting), "", f"sweep report: {shown(paths[2])}",
+                         *not_completed(rows)]), flush=True)
 
     @staticmethod
     def _sweep_dir(config) -> Path:

@@ -189,3 +189,17 @@ def markdown(rows: list[dict], by_setting: list[dict], sweep_dir: Path) -> str:
         ]))
     lines += ["", "![pre-clip gradient norm of W and test accuracy](sweep.png)", ""]
     return "\n".join(lines)
+
+
+def not_completed(rows: list[dict]) -> list[str]:
+    """A line per job that did not run to its end (a diverged job did: divergence is a result)."""
+    out, keys = [], varying(rows)
+    for r in rows:
+        if r["status"] in ("completed", "diverged"):
+            continue
+        how = r["status"] + (f" by {r['signal']}" if r.get("signal") else "") + (
+            f" during {r['phase']}" if r.get("phase") else "")
+        out.append(f"job {r['job']} ({label(r, keys) or r['overrides'] or r['dir']}): {how}"
+                   + (f": {r['error']}" if r.get("error") else "")
+                   + (f"; {r['resume']}" if r.get("resume") else ""))
+    return out

@@ -7,6 +7,8 @@ and end with the run's answer on the console.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import shlex
@@ -22,6 +24,7 @@ from omegaconf import DictConfig
 from srn_lightning import answer, attempts, cluster, console, interrupts, locks, preflight, record
 from srn_lightning.config import ALLOWED, CONFIG_DIR, config_keys, did_you_mean, trainer_arguments
 from srn_lightning.errors import UserError
+from srn_lightning.files import naming
 from srn_lightning.resume import resume_argv, resume_checkpoint, run_config, take_checked
 
 log = logging.getLogger(__name__)
@@ -45,17 +48,19 @@ def run(cfg: DictConfig, run_dir, callbacks=(), *, checked: bool = False, histor
     `callbacks` are added to the project's own (handy for notebooks and tests).
 
     status "completed"; "diverged" (NaN/Inf: a result, with the step; the best checkpoint before it
-    is tested); "interrupted" (SIGINT/SIGTERM in any phase: metrics.json says which, last.ckpt holds
-    the last completed epoch; raises SystemExit after writing metrics.json, once `on_stop` has
-    been called with the signal's name). `history` (a job's earlier attempts, attempts.plan) goes
-    into the record; `sweep_dir`: the sweep of a job, which its record says to continue.
+    is tested); "interrupted" (a signal in any phase, `interrupts.STOPS`: metrics.json says which,
+    last.ckpt holds the last completed epoch; raises SystemExit after writing metrics.json, once
+    `on_stop` has been called with the signal's name). `history` (a job's earlier attempts,
+    attempts.plan) goes into the record; `sweep_dir`: the sweep of a job, which its record says to
+    continue.
     """
     if not checked:
         preflight.check_job(cfg, run_dir)
     from lightning.pytorch import seed_everything
 
     run_dir = Path(run_dir)
-    built = None
+    # known: what the run has measured so far (its fit's outcome, best), and its earlier attempts
+    built, known = None, dict(history or {})
     with interrupts.Phases() as phases:
         try:
             seed_everything(cfg.seed, workers=True, verbose=False)
@@ -64,37 +69,34 @@ def run(cfg: DictConfig, run_dir, callbacks=(), *, checked: bool = False, histor
             built.datamodule.prepare_data()
             phases.enter("fit")
             outcome = fit(built, resume_checkpoint(cfg.resume))
+            known.update(outcome)
             if outcome["status"] == "interrupted":
                 raise interrupts.Interrupted("fit", phases.signum or signal.SIGINT)
             phases.check()  # a SIGTERM that came as the fit ended
-            return finish(cfg, built, run_dir, outcome, phases, history or {})
+            return finish(cfg, built, run_dir, outcome, phases, known)
         except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, built, run_dir, stop, history or {}, on_stop, sweep_dir)
+            stop_interrupted(cfg, built, run_dir, stop, known, on_stop, sweep_dir)
+        except Exception as err:
+            if built is None:  # nothing measured: the caller records it (main: record_failure)
+                raise
+            stop_failed(cfg, built, run_dir, phases.phase, err, known)
 
 
-def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases, history: dict) -> dict:
-    """After the fit: test the best checkpoint, draw, record."""
-    from srn_lightning import measurements
-
-    try:
-        phases.enter("test")
-        best = evaluate_best(built)
-        metrics = record.finished_metrics(
-            cfg=cfg, **outcome, **best, epochs=epochs_done(built.trainer),
-            steps=built.trainer.global_step, measured=measurements.summary(built.measured),
-            **history,
-        )
-        phases.enter("figures")
-        draw(cfg, built, run_dir)
+def finish(cfg: DictConfig, built: Built, run_dir: Path, outcome: dict, phases, known: dict) -> dict:
+    """After the fit: test the best checkpoint, draw, record. `known` gets the test's numbers."""
+    phases.enter("test")
+    known.update(evaluate_best(built))
+    metrics = measured(cfg, built, known)
+    phases.enter("figures")
+    draw(cfg, built, run_dir)
+    with naming(run_dir / "tb"):  # TensorBoard's files: an error names their dir
         built.trainer.logger.log_hyperparams(record.hparams(cfg), record.hparam_metrics(metrics))
-    except Exception:
-        built.trainer.logger.finalize("failed")
-        raise
     phases.enter("record")
     with interrupts.deferred():  # a signal now waits until the record is whole, then is acted on
         # the figure and HParams events written after test: flushed and closed here, not left to
         # the process's exit ("success" also rewrites the logger's hparams.yaml)
-        built.trainer.logger.finalize("success")
+        with naming(run_dir / "tb"):
+            built.trainer.logger.finalize("success")
         record.write_metrics(run_dir, metrics)
     for line in answer.lines(metrics, built.measured[0].columns(), run_dir, launch_dir()):  # console, train.log
         log.info(line)
@@ -107,6 +109,22 @@ def launch_dir() -> str:
     from hydra.core.hydra_config import HydraConfig
 
     return hydra.utils.get_original_cwd() if HydraConfig.initialized() else os.getcwd()
+
+
+def measured(cfg: DictConfig, built: Built, known: dict) -> dict:
+    """The run's record as far as it has measured: the fit's outcome and seconds once it has
+    ended (`known`), the best on dev so far, the test accuracy once tested, the measurements'
+    summaries over every step done; None for what is not measured yet."""
+    from srn_lightning import measurements
+
+    best = built.best
+    dev_best = None if best.best_model_score is None else float(best.best_model_score)
+    found = {"status": "completed", "fit_seconds": None, "dev_best": dev_best, "test_acc": None,
+             "best_checkpoint": Path(best.best_model_path).name if best.best_model_path else None}
+    return record.finished_metrics(
+        cfg=cfg, **{**found, **known}, epochs=epochs_done(built.trainer),
+        steps=built.trainer.global_step, measured=measurements.summary(built.measured),
+    )
 
 
 def epochs_done(trainer) -> int:
@@ -135,6 +153,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         cfg.data.num_workers, cfg.data.regenerate,
     )
     module = module_from_config(cfg)
+    module.model.rnn_model.stop_point = interrupts.stop_point  # a signal stops a step of any length
     best = ModelCheckpoint(  # the best on dev, tested at the end
         dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}", monitor="val/acc",
         mode="max", auto_insert_metric_name=False,
@@ -206,42 +225,94 @@ def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
 
 
 def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
-                     stop: interrupts.Interrupted, history: dict | None = None, on_stop=None,
+                     stop: interrupts.Interrupted, known: dict | None = None, on_stop=None,
                      sweep_dir: Path | None = None) -> NoReturn:
-    """An interrupted run's record, first and whole (metrics.json saying where it stopped and how
-    to go on: a sweep's job, by continuing its sweep), then the figure of what was measured; then
-    `on_stop` with the signal's name, and SystemExit with that line."""
+    """An interrupted run's record, first and whole (metrics.json saying where it stopped, every
+    number measured until then and how to go on: a sweep's job, by continuing its sweep), then the
+    figure of what was measured; then `on_stop` with the signal's name, and SystemExit with that
+    line. `known`: what the run measured, and its earlier attempts."""
+    interrupts.acted()
     trainer = built.trainer if built is not None else None
-    epochs, steps = (epochs_done(trainer), trainer.global_step) if trainer else (0, 0)
     resume = (f"python -m srn_lightning.train -m resume={shlex.quote(str(sweep_dir))}" if sweep_dir
               else f"python -m srn_lightning.train resume={shlex.quote(str(run_dir))}")
     log.warning("interrupted by %s during %s; writing the record", stop.signal, stop.phase)
+    # what was failing as the signal came: a write past a file-size limit (SIGXFSZ) names its file
+    failing = stop.__context__ if isinstance(stop.__context__, OSError) else None
+    metrics = record.interrupted_metrics(
+        cfg, phase=stop.phase, signal=stop.signal, resume=resume,
+        measured=measured(cfg, built, known or {}) if built is not None else None,
+        error=failing and failure_reason(failing))
+    metrics |= {k: v for k, v in (known or {}).items() if k in attempts.HISTORY}  # before the build too
     # a second signal is ignored from now on (interrupts.Phases): the record is written whole
-    record.write_metrics(run_dir, record.interrupted_metrics(
-        cfg, epochs=epochs, steps=steps, phase=stop.phase, signal=stop.signal, resume=resume)
-        | (history or {}))
+    write_record(run_dir, metrics)
     if trainer is not None:
         try:
             draw(cfg, built, run_dir)  # what was measured
             trainer.logger.finalize("failed")  # as Lightning does on an interrupt
-        except Exception:  # the record says what happened; a figure that fails does not change it
-            log.exception("interrupted run: figure or TensorBoard files not written")
+        except Exception as err:  # the record says what happened; a figure that fails does not change it
+            log.error("interrupted run: figure or TensorBoard files not written (%s)", failure_reason(err))
     if on_stop is not None:
         on_stop(stop.signal)
-    raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {epochs} completed "
-                     f"epochs; continue with: {resume}")
+    raise SystemExit(f"interrupted ({stop.signal} during {stop.phase}) after {metrics['epochs']} "
+                     f"completed epochs; continue with: {resume}")
+
+
+class RunFailed(Exception):
+    """A run that failed in `phase`, its record written: metrics.json says `failed`, in which phase,
+    the error (naming the file, where a file could not be written) and every number measured
+    before it. str() is one line; the error itself is the `__cause__`."""
+
+    def __init__(self, phase: str, reason: str) -> None:
+        self.phase, self.reason = phase, reason
+        super().__init__(f"failed during {phase}: {reason}")
+
+    def __reduce__(self):  # crosses a process boundary (a joblib worker's job) intact
+        return type(self), (self.phase, self.reason)
+
+
+def stop_failed(cfg: DictConfig, built: Built, run_dir: Path, phase: str, err: Exception,
+                known: dict) -> NoReturn:
+    """A run that failed once built: its record keeps every number measured before the failure."""
+    reason = failure_reason(err)
+    with contextlib.suppress(Exception):  # the logger's files may be what failed
+        built.trainer.logger.finalize("failed")
+    write_record(run_dir, record.failed_metrics(cfg, reason, phase, measured(cfg, built, known)))
+    raise RunFailed(phase, reason) from err
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [""])[0]
+
+
+def failure_reason(err: BaseException) -> str:
+    """An error as one line: a user's error's own message, else its type and message."""
+    reason = explain(err) or f"{type(err).__name__}: {err}"
+    return (reason.strip().splitlines() or [type(err).__name__])[0]
+
+
+def write_record(run_dir: Path, metrics: dict) -> None:
+    """metrics.json; if even it cannot be written (a full disk), one line says so and holds the
+    record itself, on the console and in train.log."""
+    try:
+        record.write_metrics(run_dir, metrics)
+    except OSError as err:
+        log.error("%s not written (%s); the run's record: %s", run_dir / record.METRICS_NAME,
+                  failure_reason(err), json.dumps(metrics))
 
 
 def record_failure(cfg: DictConfig, run_dir: Path, err: Exception) -> str:
     """A failed job is a result too: metrics.json says so, so a sweep report has its row. A
-    metrics.json that a finished run left is never overwritten. Returns the reason."""
-    reason = explain(err) or f"{type(err).__name__}: {err}"
+    metrics.json that a finished run left, or that the run wrote for this failure (`RunFailed`),
+    is never overwritten. Returns the reason."""
+    if isinstance(err, RunFailed):
+        return err.reason
+    reason = failure_reason(err)
     try:
         finished = record.read_metrics(run_dir)["status"] == "completed"
     except (OSError, ValueError):
         finished = False
     if not finished:
-        record.write_metrics(run_dir, record.failed_metrics(cfg, reason))
+        write_record(run_dir, record.failed_metrics(cfg, reason))
     return reason
 
 
@@ -255,42 +326,63 @@ def main(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
-    sweep_dir = Path(hydra_cfg.sweep.dir) if in_sweep else None
+    sweep = sweep_dir(hydra_cfg) if in_sweep else None
     requeue = cluster.requeue_handler()  # before the run's own handlers replace it
     history: dict = {}
-    with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
-        try:
-            job_num = preflight.job_number(hydra_cfg.job.num) if in_sweep else None
-            console.setup_process(cfg, hydra_cfg, job_num)
-            if in_sweep:  # a single run's checks ran before Hydra made its dir (preflight.CheckConfig)
-                locks.hold(run_dir)  # a sweep's job: Hydra made its dir; an earlier attempt may be there
-                plan = attempts.plan(run_dir)
-                if "kept" in plan:
-                    return plan["kept"].get("dev_best") or 0.0
-                if "resume" in plan:
-                    with open_dict(cfg):
-                        cfg.resume = plan["resume"]
-                history = plan.get("history", {})
-                if cluster.requeues():
-                    history["requeues"] = max(history.get("requeues", 0), cluster.requeues())
-                preflight.check_job(cfg, run_dir)
-            locks.hold(run_dir)  # a sweep's job (a single run holds its dir from its config check on)
-            metrics = run(cfg, run_dir, checked=True, history=history, sweep_dir=sweep_dir,
-                          on_stop=lambda name: cluster.requeue_after(name, requeue))
-        except interrupts.Interrupted as stop:
-            stop_interrupted(cfg, None, run_dir, stop, history, sweep_dir=sweep_dir,
-                             on_stop=lambda name: cluster.requeue_after(name, requeue))
-        except Exception as err:
-            reason = record_failure(cfg, run_dir, err)
-            single = not in_sweep and isinstance(err, UserError)
-            log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason,
-                      extra={console.CONSOLE: not single})  # a single run's console gets one line
-            if single:  # past Hydra's own "Error executing job" line: the user's error, once
-                raise SystemExit(f"error: {err}") from None
-            raise  # in a sweep Hydra runs the other jobs, then exits non-zero
-        finally:
-            locks.release(run_dir)
+    try:
+        with interrupts.Phases():  # start-up (imports: seconds); the run has its own phases
+            try:
+                job_num = preflight.job_number(hydra_cfg.job.num) if in_sweep else None
+                console.setup_process(cfg, hydra_cfg, job_num)
+                if in_sweep:  # a single run's checks ran before Hydra made its dir (preflight.CheckConfig)
+                    locks.hold(run_dir)  # Hydra made the job's dir; an earlier attempt may be there
+                    interrupts.check_sweep(sweep)  # a sweep stopped before this job
+                    plan = attempts.plan(run_dir)
+                    if "kept" in plan:
+                        return plan["kept"].get("dev_best") or 0.0
+                    if "resume" in plan:
+                        with open_dict(cfg):
+                            cfg.resume = plan["resume"]
+                    history = plan.get("history", {})
+                    if cluster.requeues():
+                        history["requeues"] = max(history.get("requeues", 0), cluster.requeues())
+                    preflight.check_job(cfg, run_dir)
+                locks.hold(run_dir)  # a single run holds its dir from its config check on
+                metrics = run(cfg, run_dir, checked=True, history=history, sweep_dir=sweep,
+                              on_stop=lambda name: cluster.requeue_after(name, requeue))
+            except interrupts.Interrupted as stop:
+                stop_interrupted(cfg, None, run_dir, stop, history, sweep_dir=sweep,
+                                 on_stop=lambda name: cluster.requeue_after(name, requeue))
+            except Exception as err:
+                reason = record_failure(cfg, run_dir, err)
+                line = None if in_sweep else one_line(err)
+                log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason,
+                          extra={console.CONSOLE: line is None})  # a single run's console: one line
+                if line is not None:  # past Hydra's own "Error executing job" line: the error, once
+                    raise SystemExit(f"error: {line}") from None
+                raise  # in a sweep Hydra runs the other jobs, then exits non-zero
+            finally:
+                locks.release(run_dir)
+    except SystemExit as stop:
+        # a job in a worker or a job of its own, stopped by a signal (the run's own line: a str;
+        # submitit's requeue exits with a number and is left to it): it fails alone, its record
+        # written, and the sweep goes on (a worker that exits would take the pool and its other
+        # jobs with it)
+        if in_sweep and isinstance(stop.code, str) and "basic_launcher" not in str(hydra_cfg.launcher.get("_target_", "")):
+            raise JobInterrupted(str(stop.code)) from None
+        raise
     return metrics["dev_best"] or 0.0
+
+
+class JobInterrupted(Exception):
+    """A sweep's job stopped by a signal, in a process other than the launching one; its record
+    (metrics.json, `interrupted`) is written. str() is the line the run ended with."""
+
+
+def sweep_dir(hydra_cfg) -> Path:
+    """The sweep dir of a job, absolute."""
+    d = Path(hydra_cfg.sweep.dir)
+    return d if d.is_absolute() else Path(hydra_cfg.runtime.cwd) / d
 
 
 # Config options whose plugin comes with an extra of the package, and the line that says so when
@@ -340,12 +432,30 @@ def explain(err: BaseException) -> str | None:
     return None
 
 
+def one_line(err: BaseException) -> str | None:
+    """The one line the console shows for an error a user can act on without a traceback (their
+    own error, or a file the run could not write, its record written); None for a defect."""
+    if isinstance(err, UserError):
+        return str(err)
+    if isinstance(err, RunFailed):
+        if isinstance(err.__cause__, UserError):
+            return str(err.__cause__)  # the user's own error, as it reads
+        if isinstance(err.__cause__, OSError):
+            return str(err)
+    return None
+
+
 def cli() -> None:
     """`python -m srn_lightning.train ...`: Hydra's main, with errors a user can fix printed as one
     line (no traceback), and `resume=` turned into the run's own config and dir."""
+    from concurrent.futures.process import BrokenProcessPool
+
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from srn_lightning.console import steady_streams
+
+    steady_streams()  # before Hydra points its console handler at stdout
     # Hydra would print config errors itself, over several lines; let them reach us instead.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
@@ -354,10 +464,23 @@ def cli() -> None:
             cluster.register_launcher()
             main()
     except interrupts.Interrupted as stop:
-        sys.exit(f"error: interrupted by {stop.signal} (before the run started, or after its "
-                 "record was written)")
+        interrupts.acted()
+        sys.exit(f"error: interrupted by {stop.signal} (outside a run: before it started, after "
+                 "its record was written, or while a sweep's launcher waited for its jobs, whose "
+                 "records say how far each got)")
     except UserError as err:
         sys.exit(f"error: {err}")
+    except JobInterrupted as err:  # a sweep's job stopped by a signal, its record written
+        sys.exit(f"error: {err}")
+    except BrokenProcessPool as err:  # joblib's pool, after one of its workers was killed
+        sys.exit(f"error: a worker process of the sweep died ({type(err).__name__}: "
+                 f"{_first_line(err)}); the pool stopped the other workers' jobs, which have no "
+                 "record (resume= continues each from its last checkpoint), and ran no further job")
+    except RunFailed as err:  # its record is written; what failed is one line
+        line = one_line(err)
+        if line is None:
+            raise  # a defect: the traceback is for whoever fixes it
+        sys.exit(f"error: {line}")
     except (HydraException, OmegaConfBaseException) as err:
         line = explain(err)
         if line is None:

@@ -84,7 +84,7 @@ def test_a_signal_in_any_phase_leaves_an_interrupted_record_and_resume_finishes_
 
 def test_a_signal_while_the_record_is_written_waits_for_the_whole_file(tmp_path):
     written = False
-    with interrupts.Phases() as phases, pytest.raises(interrupts.Interrupted) as stop:
+    with pytest.raises(interrupts.Interrupted) as stop, interrupts.Phases() as phases:
         phases.enter("record")
         with interrupts.deferred():
             os.kill(os.getpid(), signal.SIGTERM)

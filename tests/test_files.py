@@ -11,7 +11,7 @@ from srn_lightning import files, plots
 
 from .conftest import QUIET, child_env, cli
 
-UMASKS = [0o022, 0o077]
+UMASKS = [0o022, 0o002, 0o077]  # the usual one, a group's, a private one
 
 
 @pytest.fixture
@@ -38,11 +38,24 @@ def test_atomic_writes_get_the_mode_of_a_plain_open(tmp_path, umask):
         "fig.pdf": 0o666 & ~umask}
 
 
+@pytest.mark.parametrize("umask", UMASKS, indirect=True, ids=oct)
+def test_the_locks_of_a_run_and_of_a_sweep_report_get_the_umasks_mode(tmp_path, umask):
+    from srn_lightning import locks, report
+
+    locks.hold(tmp_path)
+    locks.release(tmp_path)
+    with report._locked(tmp_path):
+        pass
+    assert {p.name: mode(p) for p in tmp_path.iterdir()} == {
+        ".lock": 0o666 & ~umask, ".report.lock": 0o666 & ~umask}
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mask", [0o022], ids=oct)
+@pytest.mark.parametrize("mask", [0o002], ids=oct)
 def test_every_file_a_sweep_writes_has_the_umasks_mode(tmp_path, mask):
-    # a one-job sweep: the run's files, the sweep report and the data files, generated here; under
-    # the usual umask, where a temp file's 0600 would show (both umasks: the test above)
+    # a one-job sweep: the run's files, its locks, the sweep report and the data files, generated
+    # here; under a group's umask, where a temp file's 0600 or a lock's 0644 would show (the other
+    # umasks: the tests above)
     args = cli("-m", "clip=norm", "length=10", f"data.dir={tmp_path / 'data'}", "trainer.max_epochs=1",
                "threads=1", *QUIET)
     proc = subprocess.run(args, cwd=tmp_path, env=child_env(), capture_output=True, text=True,
@@ -51,5 +64,5 @@ def test_every_file_a_sweep_writes_has_the_umasks_mode(tmp_path, mask):
     written = {str(p.relative_to(tmp_path)): mode(p) for p in tmp_path.rglob("*") if p.is_file()}
     names = {os.path.basename(p) for p in written}
     assert {"metrics.json", "grad_norms.csv", "grad_norms.png", "train.txt", "summary.csv",
-            "summary.md", "sweep.png", "last.ckpt"} <= names
+            "summary.md", "sweep.png", "last.ckpt", ".lock", ".report.lock"} <= names
     assert {p: m for p, m in written.items() if m != 0o666 & ~mask} == {}

@@ -93,8 +93,11 @@ def test_a_run_that_fails_is_recorded_as_failed(tmp_path, data_dir, monkeypatch)
         raise RuntimeError("no figure today")
 
     monkeypatch.setattr(plots, "plot_grad_norms", broken)
-    with pytest.raises(RuntimeError, match="no figure today"):
+    from srn_lightning.train import RunFailed
+
+    with pytest.raises(RunFailed, match="failed during figures: RuntimeError: no figure today") as err:
         lab.run(f"data.dir={data_dir}", *QUIET, trainer__max_epochs=1, run_dir=tmp_path / "run")
+    assert isinstance(err.value.__cause__, RuntimeError)  # what made it fail, for a traceback
     failed = lab.load(tmp_path / "run")
     assert failed.metrics["status"] == "failed" and "no figure today" in failed.metrics["error"]
     assert len(failed.steps["step"]) == 5  # what was measured is kept

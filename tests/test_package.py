@@ -16,8 +16,8 @@ from .conftest import QUIET, REPO
 def test_a_wheel_installed_in_a_fresh_venv_runs_the_books_run_from_another_dir(tmp_path, data_dir):
     # the wheel is built from a copy: pip builds in the source tree, and the checkout stays clean
     src = tmp_path / "src"
-    shutil.copytree(REPO / "srn_lightning", src / "srn_lightning",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    for package in ("srn_lightning", "hydra_plugins"):  # the project's Slurm launcher: where Hydra finds it
+        shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]

@@ -186,3 +186,11 @@ def test_the_report_command_on_a_dir_that_is_no_sweep_or_cannot_be_written_is_on
     err = capsys.readouterr().err
     assert stop.value.code == 1 and err.count("\n") == 1
     assert err.startswith(f"python -m srn_lightning.report: error: {sweep}: the report cannot be written (")
+
+
+def test_the_end_of_a_sweep_redraws_a_figure_that_a_stop_cut_short(tmp_path, capsys):
+    make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})
+    report.write_report(tmp_path)
+    (tmp_path / "sweep.png").unlink()  # a signal came as the last job's report was drawn
+    report.SweepReport()._end(tmp_path)
+    assert (tmp_path / "sweep.png").stat().st_size > 0

@@ -300,5 +300,7 @@ def test_the_memory_experiment_reports_accuracy_against_length_per_cell(tmp_path
     rows = [report_jobs.read_job(int(r["job"]), sweep / r["dir"], sweep) for r in jobs]
     accuracy = report_summary.figure_data(rows)["accuracy"]  # what the figure's bottom panel draws
     assert set(accuracy) == {"model=srn", "model=lstm"}
-    assert all([p[0] for p in points] == ["length=10", "length=20"] for points in accuracy.values())
+    data = report_summary.figure_data(rows)
+    assert data["x_key"] == "length"  # accuracy against the length, on a numeric axis
+    assert all([p[0] for p in points] == [10, 20] for points in accuracy.values())
     assert (sweep / "sweep.png").stat().st_size > 10_000

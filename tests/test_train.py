@@ -14,7 +14,7 @@ from srn_lightning import console, train
 from srn_lightning.data import read_split
 from srn_lightning.module import SRNClassifier
 from srn_lightning.record import COLUMNS, read_grad_norms
-from srn_lightning.train import run
+from srn_lightning.train import RunFailed, run
 
 from .conftest import QUIET, cli, child_env, run_cli
 
@@ -166,8 +166,9 @@ def test_the_logger_is_closed_even_when_the_end_of_a_run_fails(make_cfg, tmp_pat
         raise OSError("disk full")
 
     monkeypatch.setattr(plots, "plot_grad_norms", broken_plot)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(RunFailed, match="failed during figures: OSError: disk full") as err:
         run(make_cfg("trainer.max_epochs=1"), tmp_path / "run")
+    assert isinstance(err.value.__cause__, OSError)
     assert statuses[-1] == "failed"
 
     monkeypatch.undo()

@@ -1,0 +1,119 @@
+"""Sweeps whose jobs run in other processes, under faults, with real worker processes: a refused
+value, a signal to one job, a signal to the launching process. Every other job runs to its end or
+stops with its `interrupted` record, the report is complete, the exit is non-zero with a line per
+job that did not complete, and no process outlives the sweep. Signals are sent when the jobs' logs
+say they are in their fit."""
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from srn_lightning import locks, report
+
+from .conftest import QUIET, start_cli
+
+pytestmark = pytest.mark.slow
+
+JOBLIB = ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+# long enough that the jobs are in their fit when signalled; a signal stops them within a step
+LONG = "trainer.max_epochs=1000"
+
+
+def sweep(tmp_path, data_dir, *args) -> tuple[subprocess.Popen, Path]:
+    sweep_dir = tmp_path / "sweep"
+    proc = start_cli(["-m", f"data.dir={data_dir}", f"hydra.sweep.dir={sweep_dir}", "threads=1", *QUIET,
+                      *args], tmp_path)
+    return proc, sweep_dir
+
+
+def wait_until_fitting(sweep_dir: Path, jobs: int, proc, timeout: float = 240) -> list[Path]:
+    """The dirs of the first `jobs` jobs to log that they are in their fit (read from their logs)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        fitting = [p.parent for p in sweep_dir.glob("*/train.log") if "phase: fit" in p.read_text()]
+        if len(fitting) >= jobs:
+            return fitting
+        time.sleep(0.05)
+    raise AssertionError(f"{jobs} jobs never reached their fit")
+
+
+def record(job_dir: Path) -> dict:
+    return json.loads((job_dir / "metrics.json").read_text())
+
+
+def rows(sweep_dir: Path) -> dict[int, dict]:
+    return {r["job"]: r for r in (report.read_job(n, d, sweep_dir) for n, d in report.find_jobs(sweep_dir))}
+
+
+def assert_complete_report(sweep_dir: Path, jobs: int) -> None:
+    summary = (sweep_dir / "summary.csv").read_text().splitlines()
+    assert len(summary) == 1 + jobs and "missing" not in "".join(summary)
+    assert (sweep_dir / "sweep.png").stat().st_size > 0
+
+
+def assert_gone(pids) -> None:
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+def test_a_refused_value_and_a_signal_to_one_job_fail_alone_in_a_joblib_sweep(data_dir, tmp_path):
+    proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, "trainer.max_epochs=3", "lr=0.2,-1,0.1")
+    (first, *_) = wait_until_fitting(sweep_dir, 1, proc)
+    os.kill(locks.holder(first), signal.SIGHUP)  # the ssh session of one worker drops
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+    assert (record(first)["status"], record(first)["signal"]) == ("interrupted", "SIGHUP")
+    statuses = {r["dir"]: r["status"] for r in rows(sweep_dir).values()}
+    assert statuses.pop(first.name) == "interrupted"
+    assert statuses.pop("1_lr=-1,trainer.max_epochs=3") == "failed"
+    assert list(statuses.values()) == ["completed"]  # the job neither fault touched
+    ended = [line for line in out.splitlines() if line.startswith("job ")]
+    assert len(ended) == 2 and (
+        "job 1 (lr=-1): failed: ConfigError: lr=-1.0: not allowed; lr must be a finite number > 0"
+        in ended)
+    assert_complete_report(sweep_dir, 3)
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "submitit_local"])
+def test_a_signal_to_the_launcher_stops_every_job_with_its_record(launcher, data_dir, tmp_path):
+    args = JOBLIB if launcher == "joblib" else ["hydra/launcher=submitit_local"]
+    proc, sweep_dir = sweep(tmp_path, data_dir, *args, LONG, "lr=0.2,0.1,0.05")
+    fitting = wait_until_fitting(sweep_dir, 2 if launcher == "joblib" else 3, proc)
+    pids = [locks.holder(d) for d in fitting]
+    assert None not in pids
+    proc.send_signal(signal.SIGTERM)  # what `timeout` sends
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+    found = rows(sweep_dir)
+    assert {r["status"] for r in found.values()} == {"interrupted"} and len(found) == 3
+    assert {r["signal"] for r in found.values()} == {"SIGTERM"}
+    for d in fitting:
+        assert record(d)["phase"] == "fit"
+    if launcher == "joblib":  # the third job waited for a worker: it stops as it starts
+        assert sorted(r["phase"] for r in found.values()) == ["fit", "fit", "queued"]
+    assert len([line for line in out.splitlines() if line.startswith("job ")]) == 3
+    assert_complete_report(sweep_dir, 3)
+    assert_gone(pids)  # no job outlives the sweep
+
+
+def test_a_joblib_worker_killed_with_sigkill_ends_the_sweep_in_one_line(data_dir, tmp_path):
+    # what is promised for the OOM killer: not that the other jobs go on (joblib's pool stops
+    # them), but one line, a rebuilt report and no process left
+    proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, LONG, "lr=0.2,0.1,0.05")
+    fitting = wait_until_fitting(sweep_dir, 2, proc)
+    pids = [locks.holder(d) for d in fitting]
+    os.kill(pids[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: a worker process of the sweep died")
+    assert len([line for line in out.splitlines() if line.startswith("job ")]) == len(rows(sweep_dir))
+    assert (sweep_dir / "summary.csv").exists()
+    assert_gone(pids)
