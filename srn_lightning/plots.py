@@ -270,6 +270,9 @@ def _draw_accuracy(ax, accuracy: dict, x_key: str) -> None:
     _numeric_axis(ax, xs_all)
     ax.set_xlabel(x_key)
     ax.set_ylabel("test accuracy")
+    if not seeds:  # no job has tested yet (still running, or every one stopped before its test)
+        ax.set_title("test accuracy: no job tested yet", fontsize=9)
+        return
     over = (f"{seeds[0]} seed{'s' if seeds[0] != 1 else ''}" if len(seeds) == 1
             else f"{seeds[0]} to {seeds[-1]} seeds")
     if many:

@@ -364,11 +364,14 @@ def main(cfg: DictConfig) -> float:
             finally:
                 locks.release(run_dir)
     except SystemExit as stop:
-        # a job in a worker or a job of its own, stopped by a signal (the run's own line: a str;
-        # submitit's requeue exits with a number and is left to it): it fails alone, its record
-        # written, and the sweep goes on (a worker that exits would take the pool and its other
-        # jobs with it)
-        if in_sweep and isinstance(stop.code, str) and "basic_launcher" not in str(hydra_cfg.launcher.get("_target_", "")):
+        # a job in a worker (joblib) or a local job of its own (submitit_local), stopped by a signal
+        # (the run's own line, a str): it fails alone, its record written, and the sweep goes on (a
+        # worker that exits would take the pool and its other jobs with it). A Slurm job exits: Slurm
+        # requeues or ends it, and the launcher tells which (cluster.py); submitit's requeue exits
+        # with a number.
+        launcher = str(hydra_cfg.launcher.get("_target_", ""))
+        if (in_sweep and isinstance(stop.code, str) and "basic_launcher" not in launcher
+                and "slurm" not in launcher.lower()):
             raise JobInterrupted(str(stop.code)) from None
         raise
     return metrics["dev_best"] or 0.0

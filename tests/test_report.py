@@ -194,3 +194,10 @@ def test_the_end_of_a_sweep_redraws_a_figure_that_a_stop_cut_short(tmp_path, cap
     (tmp_path / "sweep.png").unlink()  # a signal came as the last job's report was drawn
     report.SweepReport()._end(tmp_path)
     assert (tmp_path / "sweep.png").stat().st_size > 0
+
+
+def test_a_sweep_whose_jobs_have_no_test_accuracy_yet_still_gets_its_figure(tmp_path):
+    make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"W_pre_max": 50.0})  # stopped before test
+    make_job(tmp_path, 1, ["clip=none", "length=20", "seed=1"])  # still running: no metrics.json
+    report.write_report(tmp_path)
+    assert (tmp_path / "sweep.png").stat().st_size > 0
