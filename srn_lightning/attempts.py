@@ -60,7 +60,7 @@ def plan(run_dir) -> Plan:
     if earlier["status"] in KEPT:
         log.info("%s earlier: kept as it is (%s)", earlier["status"], run_dir)
         return Plan(kept=earlier)
-    history = {"requeues": int(earlier.get("requeues") or 0) + 1,  # HISTORY
+    history = {"requeues": int(earlier.get("requeues") or 0) + 1,  # the keys of HISTORY
                "requeue_signals": [*(earlier.get("requeue_signals") or []),
                                    earlier.get("signal") or ("killed" if earlier["status"] == "missing"
                                                              else earlier["status"])]}
