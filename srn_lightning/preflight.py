@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from srn_lightning import locks, report_jobs, resume
 from srn_lightning.config import ConfigError, did_you_mean, trainer_arguments, validate
-from srn_lightning.errors import UserError
+from srn_lightning.errors import UserError, first_line
 
 MAX_DIR_NAME = 240  # bytes; file systems allow 255 in a name
 # What a sweep added to another (sweep_add=true) numbers its jobs from: set where the sweep starts,
@@ -90,8 +90,7 @@ def _refusal(kwargs: dict) -> str | None:
         Trainer(**{**kwargs, "logger": False, "enable_checkpointing": False, "enable_progress_bar": False,
                    "enable_model_summary": False})
     except Exception as err:  # Lightning's own words: MisconfigurationException, ValueError, TypeError
-        line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        return line if len(line) <= 160 else line[:157] + "..."
+        return first_line(err, 160)
     return None
 
 

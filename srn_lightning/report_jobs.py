@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 
 from srn_lightning import record
 from srn_lightning.config import is_number, record_type
+from srn_lightning.errors import first_line
 
 MISSING = "missing"
 
@@ -61,14 +62,14 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     try:
         overrides = record.read_overrides(job_dir)
     except (OSError, ValueError) as err:
-        return {**row, "status": UNREADABLE, "error": f"unreadable .hydra/overrides.yaml: {_first_line(err)}"}
+        return {**row, "status": UNREADABLE, "error": f"unreadable .hydra/overrides.yaml: {first_line(err)}"}
     row.update(overrides=" ".join(overrides), _overrides=overrides)
     try:
         metrics = check_metrics(record.read_metrics(job_dir))
     except FileNotFoundError:
         metrics = {"status": MISSING}
     except (OSError, ValueError) as err:
-        return {**row, "status": UNREADABLE, "error": f"unreadable metrics.json: {_first_line(err)}"}
+        return {**row, "status": UNREADABLE, "error": f"unreadable metrics.json: {first_line(err)}"}
     if metrics["status"] == MISSING:
         try:
             metrics.update(record.config_summary(OmegaConf.load(job_dir / ".hydra" / "config.yaml")))
@@ -81,7 +82,7 @@ def read_job(num: int, job_dir: Path, sweep_dir: Path) -> dict:
     try:  # the W curve of the figure: a job whose CSV is not one a run writes is unreadable
         row["_curve"] = read_norms(job_dir)
     except (OSError, ValueError) as err:
-        return {**row, "status": UNREADABLE, "error": f"unreadable {record.CSV_NAME}: {_first_line(err)}",
+        return {**row, "status": UNREADABLE, "error": f"unreadable {record.CSV_NAME}: {first_line(err)}",
                 "_curve": ([], [])}
     return row
 
@@ -107,10 +108,6 @@ def check_metrics(metrics: dict) -> dict:
         if metrics.get(key) is not None and not isinstance(metrics[key], str):
             raise ValueError(f"{key} is {metrics[key]!r}, not text")
     return metrics
-
-
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 FLOAT32_KEYS = ("dev_best", "test_acc", *record.NORM_KEYS)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from srn_lightning import record
 from srn_lightning.config import CONFIG_DIR, RESUMABLE, config_keys, trainer_arguments
-from srn_lightning.errors import UserError
+from srn_lightning.errors import UserError, first_line
 
 MULTIRUN_NAME = "multirun.yaml"  # a sweep dir's: the sweep's config, as Hydra saved it
 # Set for the processes of a sweep that continues one (resume=SWEEP_DIR): its dir holds its jobs
@@ -87,7 +87,7 @@ def load_checkpoint(ckpt: Path, target) -> dict:
                           "unsafe to load (it could run code); refused") from None
     except Exception as err:
         raise ResumeError(f"resume={target}: {ckpt} is not a readable checkpoint "
-                          f"({type(err).__name__}: {_first_line(err)})") from None
+                          f"({type(err).__name__}: {first_line(err, 100)})") from None
     if not (isinstance(state, dict) and isinstance(state.get("state_dict"), dict) and "loops" in state):
         raise ResumeError(f"resume={target}: {ckpt} is not a checkpoint of a Lightning fit")
     if "rows" not in state.get("callbacks", {}).get(MONITOR_STATE, {}):
@@ -137,11 +137,6 @@ def check_resume(cfg, run_dir) -> None:
     ckpt = resume_checkpoint(cfg.resume)
     if ckpt is not None:
         check_checkpoint(ckpt, module_from_config(cfg), run_config(cfg), run_dir, cfg)
-
-
-def _first_line(err: BaseException, width: int = 100) -> str:
-    line = (str(err).strip().splitlines() or [""])[0]
-    return line if len(line) <= width else line[: width - 3] + "..."
 
 
 def check_checkpoint(ckpt, module, run_config: dict, run_dir, cfg) -> None:

@@ -23,7 +23,7 @@ from omegaconf import DictConfig
 
 from srn_lightning import answer, attempts, cluster, console, interrupts, locks, preflight, record
 from srn_lightning.config import ALLOWED, CONFIG_DIR, config_keys, did_you_mean, trainer_arguments
-from srn_lightning.errors import UserError
+from srn_lightning.errors import UserError, first_line
 from srn_lightning.files import naming
 from srn_lightning.resume import resume_argv, resume_checkpoint, run_config, take_checked
 
@@ -280,10 +280,6 @@ def stop_failed(cfg: DictConfig, built: Built, run_dir: Path, phase: str, err: E
     raise RunFailed(phase, reason) from err
 
 
-def _first_line(err: BaseException) -> str:
-    return (str(err).strip().splitlines() or [""])[0]
-
-
 def failure_reason(err: BaseException) -> str:
     """An error as one line: a user's error's own message, else its type and message."""
     reason = explain(err) or f"{type(err).__name__}: {err}"
@@ -477,7 +473,7 @@ def cli() -> None:
         sys.exit(f"error: {err}")
     except BrokenProcessPool as err:  # joblib's pool, after one of its workers was killed
         sys.exit(f"error: a worker process of the sweep died ({type(err).__name__}: "
-                 f"{_first_line(err)}); the pool stopped the other workers' jobs, which have no "
+                 f"{first_line(err)}); the pool stopped the other workers' jobs, which have no "
                  "record (resume= continues each from its last checkpoint), and ran no further job")
     except RunFailed as err:  # its record is written; what failed is one line
         line = one_line(err)
