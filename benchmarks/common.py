@@ -43,6 +43,31 @@ def save_json(path, report: dict) -> Path:
     return path
 
 
+def paired_setup(name: str, doc: str, argv=None, pairs: int = 7, cells: list[str] | None = None):
+    """What a benchmark of alternated pairs of fits starts with: its command line (`--pairs`,
+    `--threads`, `--out`, config overrides for both sides, and `--cells` where `cells` gives the
+    default ones), torch's threads, `quiet()`, a work dir, and its report's head. Returns (args,
+    work dir, report)."""
+    import argparse
+    import tempfile
+
+    import torch
+
+    parser = argparse.ArgumentParser(prog=f"python -m benchmarks.{name}", description=doc.split("\n")[0])
+    if cells is not None:
+        parser.add_argument("--cells", nargs="+", default=cells, choices=["srn", "lstm", "gru"])
+    parser.add_argument("--pairs", type=int, default=pairs, help="timed pairs after the warm-up")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides (default 1)")
+    parser.add_argument("--out", default=str(OUT / f"{name}.json"))
+    parser.add_argument("overrides", nargs="*", help="config overrides for both sides, key=value")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    quiet()
+    work = Path(tempfile.mkdtemp(prefix=f"srn-{name.replace('_', '-')}-"))
+    report = {"benchmark": name, "overrides": args.overrides, "threads": args.threads, **environment()}
+    return args, work, report
+
+
 def quiet() -> None:
     """Lightning's banners and the framework warnings a benchmark does not need to see."""
     import logging

@@ -14,16 +14,12 @@ Results: outputs/benchmarks/dashboard_views.json and a table on stdout.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-
-from benchmarks.common import OUT, alternated, environment, make_cfg, quiet, save_json, silenced
+from benchmarks.common import alternated, make_cfg, paired_setup, save_json, silenced
 from benchmarks.grad_time import fit_seconds
 
 
@@ -98,18 +94,7 @@ def bench(overrides: list[str], pairs: int, work: Path) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.dashboard_views",
-                                     description=__doc__.split("\n")[0])
-    parser.add_argument("--pairs", type=int, default=7)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(OUT / "dashboard_views.json"))
-    parser.add_argument("overrides", nargs="*", help="config overrides for both sides, key=value")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    quiet()
-    work = Path(tempfile.mkdtemp(prefix="srn-views-"))
-    report = {"benchmark": "dashboard_views", "overrides": args.overrides, "threads": args.threads,
-              **environment()}
+    args, work, report = paired_setup("dashboard_views", __doc__, argv, pairs=7)
     with silenced():
         report["result"] = r = bench(args.overrides, args.pairs, work)
     save_json(args.out, report)

@@ -10,15 +10,11 @@ alternating order. Results: outputs/benchmarks/grad_time.json and a table on std
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-
-from benchmarks.common import OUT, alternated, environment, make_cfg, quiet, save_json, silenced
+from benchmarks.common import alternated, make_cfg, paired_setup, save_json, silenced
 from benchmarks.parity import timed_trainer_fit
 
 
@@ -44,18 +40,8 @@ def bench_cell(cell: str, overrides: list[str], pairs: int, work: Path) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.grad_time", description=__doc__.split("\n")[0])
-    parser.add_argument("--cells", nargs="+", default=["srn", "lstm"], choices=["srn", "lstm", "gru"])
-    parser.add_argument("--pairs", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", default=str(OUT / "grad_time.json"))
-    parser.add_argument("overrides", nargs="*", help="config overrides for both sides, key=value")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    quiet()
-    work = Path(tempfile.mkdtemp(prefix="srn-grad-time-"))
-    report = {"benchmark": "grad_time", "overrides": args.overrides, "threads": args.threads,
-              **environment(), "results": []}
+    args, work, report = paired_setup("grad_time", __doc__, argv, pairs=5, cells=["srn", "lstm"])
+    report["results"] = []
     with silenced():
         for cell in args.cells:
             report["results"].append(bench_cell(cell, args.overrides, args.pairs, work))

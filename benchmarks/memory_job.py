@@ -14,15 +14,11 @@ output goes to a file does (no progress bar). Results: outputs/benchmarks/memory
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-import torch
-
-from benchmarks.common import OUT, alternated, environment, make_cfg, quiet, save_json, silenced
+from benchmarks.common import alternated, make_cfg, paired_setup, save_json, silenced
 from benchmarks.parity import lightning_fit, parity, plain_fit
 
 
@@ -60,18 +56,8 @@ def bench_cell(cell: str, overrides: list[str], pairs: int, work: Path) -> dict:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_job", description=__doc__.split("\n")[0])
-    parser.add_argument("--cells", nargs="+", default=["srn", "lstm"])
-    parser.add_argument("--pairs", type=int, default=5, help="timed pairs after the warm-up")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads, both sides (default 1)")
-    parser.add_argument("--out", default=str(OUT / "memory_job.json"))
-    parser.add_argument("overrides", nargs="*", help="config overrides for both sides, key=value")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    quiet()
-    work = Path(tempfile.mkdtemp(prefix="srn-memory-job-"))
-    report = {"benchmark": "memory_job", "overrides": args.overrides, "threads": args.threads,
-              **environment(), "results": []}
+    args, work, report = paired_setup("memory_job", __doc__, argv, pairs=5, cells=["srn", "lstm"])
+    report["results"] = []
     with silenced():
         for cell in args.cells:  # the JSON is rewritten after each cell
             report["results"].append(bench_cell(cell, args.overrides, args.pairs, work))
