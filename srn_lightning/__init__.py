@@ -6,6 +6,6 @@ from omegaconf import OmegaConf
 
 # `${pid:}` in hydra.sweep.dir: with the microseconds of `${now:}` it keeps apart two sweeps started
 # at the same moment. Cached like `now`, so a launcher's workers name the launching process. Here,
-# not in train.py, because a worker resolves the config before it runs any of train.py: it has this
+# not in srn_lightning.train, because a worker resolves the config before it runs any of it: it has this
 # package imported by then, for the report callback it unpickles.
 OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True, replace=True)

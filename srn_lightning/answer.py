@@ -5,6 +5,7 @@ step of each peak comes from the monitor's rows (metrics.json keeps the peak's v
 from __future__ import annotations
 
 import math
+import os
 import shlex
 from pathlib import Path
 
@@ -16,8 +17,9 @@ PARAMETERS = ("W", "U", "b")
 
 def lines(metrics: dict, columns: dict, run_dir, launched=None) -> list[str]:
     """The answer of a run that reached its test (`completed` or `diverged`), line by line; its
-    paths relative to `launched`, where the command was launched (by default the working dir)."""
+    paths relative to `launched`, where the command was launched (by default `launch_dir()`)."""
     run_dir = Path(run_dir)
+    launched = launched or launch_dir()
     status = metrics["status"]
     if status == "diverged":
         status += f" at step {metrics['diverged_step']}"
@@ -39,6 +41,15 @@ def lines(metrics: dict, columns: dict, run_dir, launched=None) -> list[str]:
     if (run_dir / "tb").is_dir():
         out.append(f"dashboards: tensorboard --logdir {shlex.quote(str(where))}")
     return out
+
+
+def launch_dir() -> str:
+    """Where the command was launched: the working dir, unless Hydra changed it for the job
+    (hydra.job.chdir=true), then the one it was launched from."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.utils import get_original_cwd
+
+    return get_original_cwd() if HydraConfig.initialized() else os.getcwd()
 
 
 def peak_step(columns: dict, name: str) -> int | None:

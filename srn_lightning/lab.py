@@ -117,7 +117,7 @@ def compose(overrides: list[str]):
     from omegaconf.errors import OmegaConfBaseException
 
     from srn_lightning.config import CONFIG_DIR
-    from srn_lightning.train import explain
+    from srn_lightning.train.command import explain
 
     try:
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
@@ -145,7 +145,7 @@ def run(*overrides: str, run_dir=None, **keys) -> Run:
     are the command line's strings (`"clip=norm"`, `"+trainer.max_steps=10"`) or keywords
     (`clip="norm"`, `trainer__max_epochs=3`). `resume=RUN_DIR` goes on with an interrupted run in
     its own dir. Returns the Run it left; raises UserError (one line) for a bad config or run dir,
-    and, for a run that failed, `train.RunFailed` (its `__cause__`: what made it fail) once
+    and, for a run that failed, `errors.RunFailed` (its `__cause__`: what made it fail) once
     metrics.json records it with every number measured before. Interrupted (the
     notebook's stop button, Ctrl-C, SIGTERM), a run writes its record and raises SystemExit with
     the line that says how to go on (`run(resume=RUN_DIR)` does too).
@@ -243,6 +243,7 @@ def _job(cfg, hydra_cfg, run_dir: Path) -> None:
     """What the command line's job does (train.main) between Hydra's set-up and its end; its
     checks ran in `check`."""
     from srn_lightning import console, interrupts, train
+    from srn_lightning.train.command import record_failure
 
     log = logging.getLogger(train.__name__)
     with interrupts.Phases():
@@ -252,7 +253,7 @@ def _job(cfg, hydra_cfg, run_dir: Path) -> None:
         except interrupts.Interrupted as stop:
             train.stop_interrupted(cfg, None, run_dir, stop)
         except Exception as err:
-            reason = train.record_failure(cfg, run_dir, err)
+            reason = record_failure(cfg, run_dir, err)
             log.error("job failed (overrides: %s): %s", " ".join(hydra_cfg.overrides.task), reason)
             raise
 

@@ -115,3 +115,13 @@ def draw(trainer, measured: list[Measurement], run_dir: Path, title: str) -> Non
 def summary(measured: list[Measurement]) -> dict:
     """The summary numbers of every measurement, in the list's order."""
     return {k: v for m in measured for k, v in m.summarise(m.columns()).items()}
+
+
+def epochs_done(trainer) -> int:
+    """The epochs trained to their end: all their steps done and their end (and last.ckpt)
+    reached. An epoch cut short (by +trainer.max_steps, an interrupt, divergence) is not one;
+    `steps` says how far it went."""
+    per_epoch = trainer.num_training_batches
+    if not 0 < per_epoch < float("inf"):  # no training data loaded (stopped before the fit)
+        return trainer.current_epoch
+    return min(trainer.global_step // int(per_epoch), trainer.current_epoch)

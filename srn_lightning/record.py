@@ -8,7 +8,7 @@ shape.
   (and ||dL/dc_t|| for an LSTM);
 - the HParams every run logs to TensorBoard.
 
-train.py writes the record, report.py reads it; neither knows the other.
+srn_lightning.train writes the record, the report reads it; neither knows the other.
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import math
 from pathlib import Path
 
 from srn_lightning.config import RUN_KEYS
+from srn_lightning.errors import reason
 from srn_lightning.files import write_atomic
 
 METRICS_NAME = "metrics.json"
@@ -137,6 +139,16 @@ def failed_metrics(cfg, error: str, phase: str | None = None, measured: dict | N
 
 def write_metrics(run_dir, metrics: dict) -> None:
     write_atomic(Path(run_dir) / METRICS_NAME, json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+
+
+def write_or_log(run_dir, metrics: dict) -> None:
+    """metrics.json; if even it cannot be written (a full disk), one line says so and holds the
+    record itself, on the console and in the run's log."""
+    try:
+        write_metrics(run_dir, metrics)
+    except OSError as err:
+        logging.getLogger(__name__).error("%s not written (%s); the run's record: %s",
+                                          Path(run_dir) / METRICS_NAME, reason(err), json.dumps(metrics))
 
 
 def read_metrics(run_dir) -> dict:

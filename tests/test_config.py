@@ -3,7 +3,8 @@
 import pytest
 from omegaconf import OmegaConf
 
-from srn_lightning import config, preflight, train
+from srn_lightning import config, preflight
+from srn_lightning.train import command
 from srn_lightning.resume import ResumeError, resume_argv
 
 from .conftest import compose_cfg
@@ -73,7 +74,7 @@ def test_resume_replays_the_run_s_own_overrides_in_its_own_dir(tmp_path):
 def test_a_bad_choice_is_explained_in_one_line(override, line):
     with pytest.raises(Exception) as err:
         compose_cfg(override)
-    assert train.explain(err.value) == line
+    assert command.explain(err.value) == line
 
 
 def test_a_resumed_run_keeps_its_cell_and_optimizer(tmp_path):
@@ -93,7 +94,7 @@ def test_a_resumed_run_keeps_its_cell_and_optimizer(tmp_path):
 def test_a_trainer_key_not_in_the_config_is_explained(override, line):
     with pytest.raises(Exception) as err:
         compose_cfg(override)
-    assert train.explain(err.value).startswith(line)
+    assert command.explain(err.value).startswith(line)
 
 
 def test_an_added_key_must_be_a_trainer_argument():
@@ -163,7 +164,7 @@ def test_a_value_hydra_cannot_parse_gets_a_line_that_says_how_to_quote_it(overri
 
     with pytest.raises(Exception) as err:
         OverridesParser.create().parse_overrides([override])
-    assert train.explain(err.value) == line
+    assert command.explain(err.value) == line
     quoted = line.rsplit(": ", 1)[1][1:-1]  # the advice, as the shell passes it on: it parses
     assert OverridesParser.create().parse_overrides([quoted])[0].value() == override.split("=", 1)[1]
 

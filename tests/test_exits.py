@@ -423,17 +423,17 @@ def test_a_second_writer_is_refused_and_a_killed_run_resumes(data_dir, tmp_path)
     assert record.read_grad_norms(run_dir / "grad_norms.csv")["step"] == list(range(5 * epochs))
 
 
-# The CLI's entry point (`train.cli`, what `python -m srn_lightning.train` runs) with two SignalAt
+# The CLI's entry point (`train.command.cli`, what `python -m srn_lightning.train` runs) with two SignalAt
 # handlers: SIGINT as the run logs that it enters the figures phase, and again as it logs that it
 # stops. The signals land where the log says, however fast the machine.
 TWO_SIGNALS = """
 import logging, signal
-from srn_lightning import train
+from srn_lightning.train import command
 from tests.signals import SignalAt
 for name, text in (("srn_lightning.interrupts", "phase: figures"), ("srn_lightning.train", "interrupted by")):
     logging.getLogger(name).addHandler(SignalAt(text, signal.SIGINT))
     logging.getLogger(name).setLevel(logging.INFO)
-train.cli()
+command.cli()
 """
 
 

@@ -71,7 +71,7 @@ def test_the_search_without_its_extra_is_one_line_saying_what_to_install(monkeyp
     from hydra.core.config_store import ConfigStore
     from hydra.core.plugins import Plugins
 
-    from srn_lightning.train import explain
+    from srn_lightning.train.command import explain
 
     from .conftest import compose_cfg
 

@@ -93,7 +93,7 @@ def test_a_run_that_fails_is_recorded_as_failed(tmp_path, data_dir, monkeypatch)
         raise RuntimeError("no figure today")
 
     monkeypatch.setattr(plots, "plot_grad_norms", broken)
-    from srn_lightning.train import RunFailed
+    from srn_lightning.errors import RunFailed
 
     with pytest.raises(RunFailed, match="failed during figures: RuntimeError: no figure today") as err:
         lab.run(f"data.dir={data_dir}", *QUIET, trainer__max_epochs=1, run_dir=tmp_path / "run")

@@ -12,10 +12,10 @@ from srn_lightning import interrupts, locks
 from srn_lightning.callbacks import Diverged
 from srn_lightning.config import ConfigError
 from srn_lightning.data import DataFileError
-from srn_lightning.errors import UserError
+from srn_lightning.errors import RunFailed, UserError
 from srn_lightning.files import UnsafePathError
 from srn_lightning.resume import ResumeError
-from srn_lightning.train import JobInterrupted, RunFailed
+from srn_lightning.train.command import JobInterrupted
 
 EXAMPLES = [
     ConfigError("lr", -1.0),
@@ -34,8 +34,10 @@ EXAMPLES = [
 
 def project_exceptions() -> set[type]:
     found = set()
-    for info in pkgutil.iter_modules(srn_lightning.__path__):
-        module = importlib.import_module(f"srn_lightning.{info.name}")
+    for info in pkgutil.walk_packages(srn_lightning.__path__, "srn_lightning."):
+        if info.name.endswith(".__main__"):  # importing it runs the command
+            continue
+        module = importlib.import_module(info.name)
         found |= {c for _, c in inspect.getmembers(module, inspect.isclass)
                   if issubclass(c, BaseException) and c.__module__.startswith("srn_lightning")}
     return found

@@ -7,7 +7,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from srn_lightning import preflight, resume, train
+from srn_lightning import preflight, resume
+from srn_lightning.train import command
 from srn_lightning.config import CONFIG_DIR
 
 from .conftest import compose_cfg
@@ -63,7 +64,7 @@ def test_a_run_from_the_cli_is_checked_once(launch_dir, data_dir, monkeypatch):
     monkeypatch.setattr("sys.argv", ["train", f"data.dir={data_dir}", "trainer.max_epochs=1",
                                      "+trainer.limit_train_batches=1", "trainer.enable_progress_bar=false",
                                      "hydra.run.dir=outputs/runs/once"])
-    train.main()
+    command.main()
     assert len(calls) == 1
     assert (launch_dir / "outputs" / "runs" / "once" / "metrics.json").is_file()
 

@@ -11,7 +11,8 @@ import subprocess
 import pytest
 
 from srn_lightning import plots, record
-from srn_lightning.train import RunFailed, run
+from srn_lightning.errors import RunFailed
+from srn_lightning.train import run
 
 from .conftest import QUIET, child_env, cli
 

@@ -132,13 +132,13 @@ def test_a_stop_reaches_inside_a_step(where):
 
 RUN_WITH_SIGNAL = """
 import logging, signal, sys
-from srn_lightning import train
+from srn_lightning.train import command
 from tests.signals import SignalAt
 name, text, sig = sys.argv[1:4]
 del sys.argv[1:4]
 logging.getLogger(name).addHandler(SignalAt(text, signal.Signals[sig]))
 logging.getLogger(name).setLevel(logging.INFO)
-train.cli()
+command.cli()
 """
 
 

@@ -218,7 +218,7 @@ def test_a_parallel_sweep_says_which_job_each_line_is_from_and_ends_with_its_tab
     assert rc == 0, out[-3000:]
     lines = out.splitlines()
     # what the jobs log (the launching process's own lines are Hydra's [HYDRA] ones and the table)
-    from_jobs = [ln for ln in lines if "][__main__][" in ln or "][lightning" in ln or "py.warnings" in ln]
+    from_jobs = [ln for ln in lines if "][srn_lightning.train][" in ln or "][lightning" in ln or "py.warnings" in ln]
     assert from_jobs and all(ln.startswith(("[job 0] ", "[job 1] ")) for ln in from_jobs), from_jobs
     assert {ln[:7] for ln in from_jobs} == {"[job 0]", "[job 1]"}
     assert sum("completed after 1 epoch (" in ln for ln in from_jobs) == 2  # each job's answer

@@ -14,7 +14,8 @@ from srn_lightning import console, train
 from srn_lightning.data import read_split
 from srn_lightning.module import SRNClassifier
 from srn_lightning.record import COLUMNS, read_grad_norms
-from srn_lightning.train import RunFailed, run
+from srn_lightning.errors import RunFailed
+from srn_lightning.train import run
 
 from .conftest import QUIET, cli, child_env, run_cli
 
