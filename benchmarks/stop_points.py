@@ -1,6 +1,6 @@
 """The cost of the stop points: a training step's forward and backward pass with the model's
-per-position stop point (interrupts.stop_point, and its backward hook at every position) against
-the same step without.
+stop points (interrupts.stop_point at every STOP_EVERY-th position, and its backward hook there)
+against the same step without.
 
     python -m benchmarks.stop_points                      # lengths 20 (the book's) and 200, 7 pairs
     python -m benchmarks.stop_points --lengths 20 --pairs 9

@@ -81,10 +81,14 @@ class GradNormMonitor(RowMonitor):
     in the next step's closure, so in `on_train_batch_end` the gradients are still the clipped ones
     the step used. The norms are those of Lightning's `grad_norm`, without its host sync per
     parameter. A row is `[step, epoch, loss, <name>_pre ..., total_pre, <name>_post ..., total_post]`.
+    A run that does not clip (`clips=False`) has the same gradients after as before: the post-clip
+    norms are the pre-clip ones, measured once.
 
     Args:
         parameters: the parameters to report by name, e.g. the module's
             ``tracked_parameters()`` (``{"W": ..., "U": ..., "b": ...}``).
+        clips: whether anything changes the gradients after `on_before_optimizer_step` (a clip
+            mode); False: the post-clip norms are the pre-clip ones.
 
     Example::
 
@@ -93,8 +97,9 @@ class GradNormMonitor(RowMonitor):
         monitor.table()[:, monitor.columns.index("W_pre")]  # W's pre-clip gradient norm, step by step
     """
 
-    def __init__(self, parameters: Mapping[str, torch.nn.Parameter]) -> None:
+    def __init__(self, parameters: Mapping[str, torch.nn.Parameter], clips: bool = True) -> None:
         self.names = list(parameters)
+        self.clips = clips
         names = [*self.names, "total"]
         self.columns = ["step", "epoch", "loss", *(f"{n}_pre" for n in names), *(f"{n}_post" for n in names)]
         super().__init__()
@@ -123,7 +128,8 @@ class GradNormMonitor(RowMonitor):
         if self._pre is None:  # no optimizer step ran for this batch
             self.latest = None
             return
-        self.append(trainer, torch.cat([self._pre, self._norms()]))
+        post = self._norms() if self.clips else self._pre[1:]
+        self.append(trainer, torch.cat([self._pre, post]))
         self._pre = None
 
 

@@ -64,7 +64,7 @@ def for_run(cfg, module) -> list[Measurement]:
     """The measurements of a run: the grad norms always (the book's figure, and divergence stops the
     run at the step it shows); the gradient's flow through time with `grad_time`. The flow and
     the loggers' per-step scalars are taken every `record_every`-th step, the grad norms' CSV every step."""
-    monitor = GradNormMonitor(module.tracked_parameters())
+    monitor = GradNormMonitor(module.tracked_parameters(), clips=cfg.clip.mode != "none")
     names = [*monitor.names, "total"]
     found = [Measurement(
         name=record.FIGURE_STEM, monitor=monitor,

@@ -15,6 +15,12 @@ import torch
 from torch import nn
 
 
+# A stop point every 16 positions: a signal stops a step of any length within 16 positions' time
+# (milliseconds), and a tensor hook at every position would cost more than it gives
+# (benchmarks/README.md, "What the stop points cost").
+STOP_EVERY = 16
+
+
 class RecurrentCell(nn.Module):
     """W [input, gates * hidden], U [hidden, gates * hidden], b [1, gates * hidden], each gate's
     block Xavier-uniform on its own (as the book's code initialises each gate's own matrices; Paddle's
@@ -34,8 +40,8 @@ class RecurrentCell(nn.Module):
             for block in p.data.split(hidden_size, dim=1):
                 nn.init.xavier_uniform_(block)
         self.keep_states = False
-        # called at every position of the forward pass and, through a hook, of the backward pass:
-        # where a long step can be stopped (a run's signal handling: interrupts.stop_point)
+        # called at every STOP_EVERY-th position of the forward pass and, through a hook, of the
+        # backward pass: where a long step can be stopped (a run's signal handling: interrupts.stop_point)
         self.stop_point: Callable[[], None] | None = None
         self.states: list[torch.Tensor] = []
         self.cell_states: list[torch.Tensor] = []
@@ -54,10 +60,10 @@ class RecurrentCell(nn.Module):
         xw = (torch.matmul(x, self.W) + self.b).unbind(1)
         h = x.new_zeros(x.shape[0], self.hidden_size)  # on the input's device and dtype
         c = torch.zeros_like(h)
-        for xw_t in xw:
+        for t, xw_t in enumerate(xw, start=1):
             h, c = self.step(xw_t, h, c)
             self._keep(self.states, h)
-            if self.stop_point is not None:
+            if self.stop_point is not None and t % STOP_EVERY == 0:
                 self.stop_point()
                 if h.requires_grad:
                     h.register_hook(self._stop_in_backward)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from srn_lightning import interrupts
-from srn_lightning.model import SeqClassifier
+from srn_lightning.model import STOP_EVERY, SeqClassifier
 from srn_lightning.train import run
 
 from .conftest import QUIET, child_env
@@ -119,7 +119,8 @@ class SignalAtPosition:
 def test_a_stop_reaches_inside_a_step(where):
     length = 500
     model = SeqClassifier()
-    at = 10 if where == "forward" else length + 10  # the backward's hooks follow the forward's calls
+    points = length // STOP_EVERY  # a stop point every STOP_EVERY positions, in each pass
+    at = 10 if where == "forward" else points + 10  # the backward's hooks follow the forward's calls
     model.rnn_model.stop_point = stop = SignalAtPosition(at)
     digits = torch.randint(0, 10, (4, length))
     with pytest.raises(interrupts.Interrupted) as err, interrupts.Phases() as phases:
