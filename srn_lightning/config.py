@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from srn_lightning.errors import UserError
 
@@ -92,11 +92,12 @@ class Role(StrEnum):
 
 
 def key(default=MISSING, *, role: Role, ok: Callable[[Any, Any], bool] | None = None, allowed: str = "",
-        name: str | None = None, factory=None):
+        name: str | None = None, factory=None, names_job_dir: bool = True):
     """A key of the schema: its default (MISSING: the config group's option sets it), its role, its
-    rule (`ok(value, whole config)`, with the words `allowed` that the one-line error says), and
-    its name in the run's record (the key's last part unless given)."""
-    metadata = {"role": role, "ok": ok, "allowed": allowed, "name": name}
+    rule (`ok(value, whole config)`, with the words `allowed` that the one-line error says), its
+    name in the run's record (the key's last part unless given), and whether a sweep job's dir name
+    shows it when the job overrides it (False: a path, or what only operates the run's process)."""
+    metadata = {"role": role, "ok": ok, "allowed": allowed, "name": name, "names_job_dir": names_job_dir}
     if factory is not None:
         return field(default_factory=factory, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -132,10 +133,10 @@ class OptimizerConfig:
 
 @dataclass
 class DataConfig:
-    dir: str = key("data", role=Role.resumable)  # relative to where the run is launched
-    regenerate: bool = key(False, role=Role.operate)  # true: rewrite the files from the generator
+    dir: str = key("data", role=Role.resumable, names_job_dir=False)  # relative to where the run is launched
+    regenerate: bool = key(False, role=Role.operate, names_job_dir=False)  # true: rewrite the files from the generator
     num_workers: int = key(0, role=Role.resumable, ok=lambda v, c: _int(v) and v >= 0,
-                           allowed="an integer >= 0")
+                           allowed="an integer >= 0", names_job_dir=False)
 
 
 @dataclass
@@ -164,11 +165,11 @@ class Config:
     record_every: int = key(1, role=Role.operate, ok=lambda v, c: _int(v) and v >= 1,
                             allowed="an integer >= 1 (1: every step)")
     plot_steps: int = key(role=Role.resumable, **AT_LEAST_1)  # set by the clip preset (the book: 40, 100)
-    resume: Optional[str] = key(None, role=Role.operate)
+    resume: Optional[str] = key(None, role=Role.operate, names_job_dir=False)
     threads: Optional[int] = key(None, role=Role.operate, ok=lambda v, c: v is None or (_int(v) and v >= 1),
-                                 allowed="an integer >= 1 (null: chosen for the launcher)")
-    sweep_add: bool = key(False, role=Role.operate, **BOOL)  # add a multirun's jobs to a sweep dir's
-    verbose: bool = key(False, role=Role.resumable, **BOOL)
+                                 allowed="an integer >= 1 (null: chosen for the launcher)", names_job_dir=False)
+    sweep_add: bool = key(False, role=Role.operate, names_job_dir=False, **BOOL)  # add a multirun's jobs to a sweep dir's
+    verbose: bool = key(False, role=Role.resumable, names_job_dir=False, **BOOL)
 
 
 ConfigStore.instance().store(name="schema", node=Config)
@@ -181,6 +182,7 @@ class Key(NamedTuple):
     role: Role
     ok: Callable[[Any, Any], bool] | None
     allowed: str
+    names_job_dir: bool
 
 
 def _keys(cls, prefix: str = "") -> list[Key]:
@@ -193,7 +195,7 @@ def _keys(cls, prefix: str = "") -> list[Key]:
         else:
             meta = f.metadata
             out.append(Key(prefix + f.name, meta["name"] or f.name, kind, meta["role"], meta["ok"],
-                           meta["allowed"]))
+                           meta["allowed"], meta["names_job_dir"]))
     return out
 
 
@@ -202,6 +204,11 @@ RUN_KEYS = {k.name: k.path for k in KEYS if k.role == Role.run}  # name in the r
 # what a resume may change: the resumable keys, and how long the Trainer goes on and shows it
 RESUMABLE = {*(k.path for k in KEYS if k.role == Role.resumable), "trainer.max_epochs",
              "trainer.enable_progress_bar"}
+# what a sweep job's dir name leaves out (hydra.job.config.override_dirname.exclude_keys): the keys
+# declared so, whether the progress bar shows, and the search's config group
+NOT_IN_JOB_DIR_NAME = [*(k.path for k in KEYS if not k.names_job_dir), "trainer.enable_progress_bar",
+                       "hparams_search"]
+OmegaConf.register_new_resolver("not_in_job_dir_name", lambda: list(NOT_IN_JOB_DIR_NAME), replace=True)
 
 
 def record_type(name: str) -> type:

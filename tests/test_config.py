@@ -33,6 +33,17 @@ def test_a_bad_value_is_refused_with_its_rule_s_words(key, bad):
     assert str(err.value) == f"{key}={bad}: not allowed; {key} must be {config.ALLOWED[key]}"
 
 
+def test_a_job_dir_name_leaves_out_the_keys_declared_so_and_shows_the_others():
+    from hydra import compose, initialize_config_dir
+
+    declared = {"resume=/x/run", "data.dir=/x/data", "data.regenerate=true", "data.num_workers=1",
+                "threads=1", "verbose=true", "trainer.enable_progress_bar=false"}
+    shown = {"lr=0.1", "grad_time=false", "record_every=2", "plot_steps=9", "trainer.max_epochs=3"}
+    with initialize_config_dir(config_dir=config.CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=sorted(declared | shown), return_hydra_config=True)
+    assert cfg.hydra.job.override_dirname == ",".join(sorted(shown))
+
+
 def test_each_clip_preset_sets_its_own_plot_steps():
     assert compose_cfg().plot_steps == 40  # the book's figure without clipping
     for mode in ("norm", "value", "norm_each"):
