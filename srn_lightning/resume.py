@@ -521,9 +521,10 @@ def check_jobs(sweep_dir: Path, parts: list[SweepPart]) -> None:
             searched = set(part.config.hydra.sweeper.get("params") or {}) | {
                 o.split("=", 1)[0] for o in part.task if is_sweep(o)}
             expected = settings(o for o in part.task if not is_sweep(o))
-            recorded = [o for o in recorded if o.split("=", 1)[0].lstrip("+~") not in searched]
-        if recorded != expected:
-            theirs, ours = sorted(set(recorded) - set(expected)), sorted(set(expected) - set(recorded))
+            recorded = {k: v for k, v in recorded.items() if k.split("=", 1)[0].lstrip("+~") not in searched}
+        if recorded.keys() != expected.keys():
+            ours = [v for k, v in expected.items() if k not in recorded]
+            theirs = [v for k, v in recorded.items() if k not in expected]
             raise ResumeError(f"resume={sweep_dir}: {part.where} gives job {num} "
                               f"{' '.join(ours) or 'no such override'}, its record {where} says "
                               f"{' '.join(theirs) or 'nothing of it'} ({part.where.name} changed by "
@@ -537,9 +538,18 @@ def job_count(part: SweepPart, jobs: list | None = None) -> int:
     return len(jobs if jobs is not None else part_jobs(part))
 
 
-def settings(overrides) -> list[str]:
-    """The overrides that make a job what it is (sorted): not what a continued run may change."""
-    return sorted(o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in NOT_SETTINGS)
+def settings(overrides) -> dict[str, str]:
+    """The overrides that make a job what it is (not what a continued run may change), each as
+    key=value read by Hydra's grammar (a search writes `False` where its sweep said `false`) ->
+    the override as written."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found = {}
+    for text in overrides:
+        parsed = OverridesParser.create().parse_override(text)
+        if parsed.key_or_group.lstrip("+~") not in NOT_SETTINGS:
+            found[f"{parsed.get_key_element()}={parsed.value()!r}"] = text
+    return found
 
 
 def is_sweep(override: str) -> bool:
