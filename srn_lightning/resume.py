@@ -420,7 +420,7 @@ def continue_sweep_argv(sweep_dir: Path, given: list[str]) -> list[str]:
     checked first (`check_jobs`: the dir's configs against its jobs' records). A dir that holds
     sweeps added to the first (sweep_add=true) continues each in turn, in a process of its own
     (`continue_parts`), and ends here."""
-    check_no_links(sweep_dir, sweep_dir)
+    check_sweep_links(sweep_dir)
     parts = sweep_parts(sweep_dir)
     allowed = set(RESUMABLE) | {"threads"}
     bad = [a for a in given if not a.startswith(("-", "hydra.", "hydra/"))
@@ -441,6 +441,20 @@ def continue_sweep_argv(sweep_dir: Path, given: list[str]) -> list[str]:
         os.environ[CONTINUE_ENV] = str(parts[0].first)
         return argvs[0]
     raise SystemExit(continue_parts(parts, argvs))
+
+
+def check_sweep_links(sweep_dir: Path) -> None:
+    """The files of a continued sweep are its own: none of its dir's entries (its configs, its
+    report) and nothing in its job dirs is a symbolic link. Its hidden dirs are its launcher's
+    (submitit's .submitit/, which links its own files)."""
+    from srn_lightning.report_jobs import find_jobs
+
+    for entry in sweep_dir.iterdir():
+        if entry.is_symlink():
+            raise ResumeError(f"resume={sweep_dir}: {entry} is a symbolic link; a sweep that is "
+                              "continued must hold its own files")
+    for _, job_dir in find_jobs(sweep_dir):
+        check_no_links(sweep_dir, job_dir)
 
 
 def part_argv(sweep_dir: Path, part: SweepPart, given: list[str]) -> list[str]:
