@@ -235,6 +235,19 @@ def save_sweep_config(config, sweep_dir, first: int) -> None:
 OmegaConf.register_new_resolver("job_dir_name", job_dir_name, replace=True)
 
 
+def check_slurm_limit(launcher) -> None:
+    """A Slurm job is told its time is up (USR2) `signal_delay_s` before its limit (`timeout_min`):
+    a delay as long as the limit tells it as it starts, before it can finish an epoch, at every
+    attempt, until submitit gives up (`max_num_timeout`)."""
+    if "slurm" not in str(launcher.get("_target_", "")).lower():
+        return
+    limit, delay = launcher.get("timeout_min"), launcher.get("signal_delay_s")
+    if isinstance(limit, int) and isinstance(delay, int) and delay >= limit * 60:
+        raise ConfigError("hydra.launcher.signal_delay_s", delay, f"shorter than the job's time limit "
+                          f"(hydra.launcher.timeout_min={limit}: {limit * 60} s), or each attempt is told "
+                          "its time is up as it starts")
+
+
 def check_slurm_answers(launcher, timeout: float = 20.0) -> None:
     """A sweep for a Slurm launcher (submitit's or the project's) needs a controller that answers:
     `scontrol ping`, bounded in time, before the sweep dir exists (sbatch would fail with a
@@ -290,6 +303,7 @@ class CheckConfig(Callback):
             if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs != 0):
                 raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a non-zero integer (negative: that many "
                                   "fewer than the cores plus one, as joblib counts)")
+            check_slurm_limit(config.hydra.launcher)
             check_slurm_answers(config.hydra.launcher)
             check_writable_dir(sweep_dir, "hydra.sweep.dir")
             continues = os.environ.get(resume.CONTINUE_ENV)  # resume=SWEEP_DIR: its own jobs, again
