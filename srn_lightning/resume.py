@@ -543,6 +543,32 @@ def check_jobs(sweep_dir: Path, parts: list[SweepPart]) -> None:
                               f"{' '.join(ours) or 'no such override'}, its record {where} says "
                               f"{' '.join(theirs) or 'nothing of it'} ({part.where.name} changed by "
                               "hand?); nothing continued")
+        check_metrics_config(sweep_dir, part, num, job_dir)
+
+
+def check_metrics_config(sweep_dir: Path, part: SweepPart, num: int, job_dir: Path) -> None:
+    """A job's metrics.json, where it has one, holds the values its overrides set for the keys a run
+    is known by (seed, lr, length, clip.val, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from srn_lightning.config import RUN_KEYS
+
+    try:
+        saved = record.read_metrics(job_dir)
+    except (OSError, ValueError):  # none yet, or none to trust: the job runs again
+        return
+    names = {path: name for name, path in RUN_KEYS.items()}
+    for text in read_overrides(job_dir):
+        parsed = OverridesParser.create().parse_override(text)
+        name = names.get(parsed.key_or_group)
+        if name is None or name not in saved:
+            continue
+        value, kept = parsed.value(), saved[name]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, kept))
+        if (float(value) != float(kept)) if numbers else (str(value) != str(kept)):
+            raise ResumeError(f"resume={sweep_dir}: {part.where} gives job {num} {text}, its record "
+                              f"{job_dir / record.METRICS_NAME} says {name}={kept} (changed by hand?); "
+                              "nothing continued")
 
 
 def job_count(part: SweepPart, jobs: list | None = None) -> int:

@@ -223,6 +223,19 @@ def test_a_sweep_whose_multirun_yaml_contradicts_its_jobs_is_refused_before_anyt
         "changed by hand?); nothing continued"]
     assert listing(sweep_dir) == before  # nothing created or changed
 
+    # the sweep's config as it was, but a job's metrics.json says another seed than its overrides
+    config.write_text(config.read_text().replace("- seed=0,5", "- seed=0,1"))
+    job0 = next(sweep_dir.glob("0_*"))
+    record = json.loads((job0 / "metrics.json").read_text())
+    (job0 / "metrics.json").write_text(json.dumps({**record, "seed": 7}))
+    before = listing(sweep_dir)
+    done = continue_sweep(sweep_dir, tmp_path)
+    assert done.returncode != 0 and done.stdout == ""
+    assert done.stderr.strip().splitlines() == [
+        f"error: resume={sweep_dir}: {config} gives job 0 seed=0, its record {job0 / 'metrics.json'} says "
+        "seed=7 (changed by hand?); nothing continued"]
+    assert listing(sweep_dir) == before
+
 
 def test_resume_refuses_a_dir_that_is_no_sweep_in_one_line(tmp_path):
     (tmp_path / "not_a_sweep").mkdir()
