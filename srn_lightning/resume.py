@@ -403,7 +403,9 @@ def sweep_parts(sweep_dir: Path) -> list[SweepPart]:
     for where in [*kept, sweep_dir / MULTIRUN_NAME]:
         try:
             saved = OmegaConf.load(where)
-            [str(o) for o in saved.hydra.overrides.task], [str(o) for o in saved.hydra.overrides.hydra]
+            for key in ("task", "hydra"):
+                if not OmegaConf.is_list(saved.hydra.overrides[key]):
+                    raise ValueError(f"hydra.overrides.{key} is not a list")
             first = int(saved.hydra.job.get("env_set", {}).get(JOB_OFFSET_ENV, 0))
         except Exception as err:
             raise ResumeError(f"resume={sweep_dir}: {where} is not a sweep's config "
