@@ -424,13 +424,16 @@ def continue_sweep_argv(sweep_dir: Path, given: list[str]) -> list[str]:
     (`continue_parts`), and ends here."""
     check_sweep_links(sweep_dir)
     parts = sweep_parts(sweep_dir)
-    allowed = set(RESUMABLE) | {"threads"}
+    # what a resumed run may change, less what names a job's dir (trainer.max_epochs): a job
+    # continued under another name would be a second dir of its number
+    unnamed = parts[-1].config.hydra.job.config.override_dirname.get("exclude_keys") or []
+    allowed = (set(RESUMABLE) | {"threads"}) & {str(k) for k in unnamed}
     bad = [a for a in given if not a.startswith(("-", "hydra.", "hydra/"))
            and a.lstrip("+~").split("=", 1)[0] not in allowed]
     if bad:
         raise ResumeError(f"{bad[0].split('=')[0]}: cannot change when a sweep continues (its jobs "
-                          "are the sweep's); allowed with resume=SWEEP_DIR: hydra.* (its launcher's "
-                          f"settings), {', '.join(sorted(allowed))}")
+                          "are the sweep's, their dirs named by their settings); allowed with "
+                          f"resume=SWEEP_DIR: hydra.* (its launcher's settings), {', '.join(sorted(allowed))}")
     for part in parts:
         for override in part.task:  # the sweep's own, as replayable as a run's, but sweeps allowed
             if override.split("=", 1)[0].lstrip("+~") not in ("sweep_add",):
@@ -477,14 +480,16 @@ def continue_parts(parts: list[SweepPart], argvs: list[list[str]]) -> int:
     import subprocess
     import sys
 
+    from srn_lightning.interrupts import Interrupted
+
     status = 0
     for part, argv in zip(parts, argvs):
         env = {**os.environ, CONTINUE_ENV: str(part.first)}
         child = subprocess.Popen([sys.executable, "-m", "srn_lightning.train", *argv], env=env)
         try:
             code = child.wait()
-        except BaseException:  # a signal (interrupts.Interrupted): the part stops with its records
-            child.send_signal(signal.SIGINT)
+        except Interrupted as stop:  # sent to this process alone, or with the part (Ctrl-C)
+            child.send_signal(signal.Signals[stop.signal])  # a second one to a run: "already stopping"
             child.wait()
             raise
         status = status or code

@@ -211,6 +211,11 @@ def test_a_sweep_whose_multirun_yaml_contradicts_its_jobs_is_refused_before_anyt
                     "threads=1", f"hydra.sweep.dir={sweep_dir}", *QUIET], tmp_path)
     assert made.returncode == 0, made.stderr[-3000:]
     (next(sweep_dir.glob("1_*")) / "metrics.json").unlink()  # job 1 is left to continue
+    longer = continue_sweep(sweep_dir, tmp_path, "trainer.max_epochs=2")  # it names the jobs' dirs
+    assert longer.returncode != 0 and longer.stderr.strip().splitlines() == [
+        "error: trainer.max_epochs: cannot change when a sweep continues (its jobs are the sweep's, their "
+        "dirs named by their settings); allowed with resume=SWEEP_DIR: hydra.* (its launcher's settings), "
+        "data.dir, data.num_workers, threads, trainer.enable_progress_bar, verbose"]
     config = sweep_dir / "multirun.yaml"
     config.write_text(config.read_text().replace("- seed=0,1", "- seed=0,5"))  # by hand
     before = listing(sweep_dir)
