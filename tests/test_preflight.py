@@ -146,3 +146,24 @@ def test_a_slurm_time_limit_no_longer_than_its_warning_is_refused_before_the_swe
                                "must be shorter than the job's time limit (hydra.launcher.timeout_min=1: 60 s), or "
                                "each attempt is told its time is up as it starts")
     assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("setting, why", [
+    ("hydra.sweeper.storage=sqlite:///optuna.db", "the search keeps its study in sqlite:///optuna.db: Optuna "
+     "would go on from there with new trials, numbered from job 0 again, and leave the interrupted one "
+     "unfinished; continue such a study into a new sweep dir (hydra.sweep.dir=...), or start the search "
+     "with storage null"),
+    ("hydra.sweeper.sampler.seed=null", "the search has no sampler seed (hydra.sweeper.sampler.seed): "
+     "replayed, it would ask other trials than its jobs ran; not continued"),
+])
+def test_a_search_that_cannot_be_replayed_is_not_continued_in_one_line(tmp_path, setting, why):
+    sweep_dir = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hparams_search=optuna", setting], return_hydra_config=True)
+    OmegaConf.update(cfg, "hydra.overrides.task", ["hparams_search=optuna"])
+    sweep_dir.mkdir()
+    (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(cfg))
+    with pytest.raises(resume.ResumeError) as refused:
+        resume.resume_argv(["-m", f"resume={sweep_dir}"])
+    assert str(refused.value) == f"resume={sweep_dir}: {why}"
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["multirun.yaml"]
