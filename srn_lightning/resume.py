@@ -524,13 +524,17 @@ def check_jobs(sweep_dir: Path, parts: list[SweepPart]) -> None:
     """Every job dir of the sweep is a job one of its configs defines, with the overrides its
     record (.hydra/overrides.yaml) holds: a multirun.yaml changed by hand would otherwise run
     other jobs under numbers that have records. Only reads."""
-    from srn_lightning.report_jobs import find_jobs
+    from srn_lightning.report_jobs import UNNUMBERED, find_jobs
 
     expanded = {part.first: None if part.search else part_jobs(part) for part in parts}
     for num, job_dir in find_jobs(sweep_dir):
         where = job_dir / ".hydra" / "overrides.yaml"
         part = next((p for p in reversed(parts) if p.first <= num), None)
         jobs = expanded[part.first] if part else None
+        if num == UNNUMBERED:
+            raise ResumeError(f"resume={sweep_dir}: {job_dir} is a job dir without a number (its name "
+                              "does not start with one, nor does its .hydra/hydra.yaml hold one); "
+                              "nothing continued")
         if part is None or num - part.first >= job_count(part, jobs):
             raise ResumeError(f"resume={sweep_dir}: {where} is the record of job {num}, which no config "
                               f"of the sweep ({MULTIRUN_NAME} and the earlier multirun.<n>.yaml) has "

@@ -167,3 +167,21 @@ def test_a_search_that_cannot_be_replayed_is_not_continued_in_one_line(tmp_path,
         resume.resume_argv(["-m", f"resume={sweep_dir}"])
     assert str(refused.value) == f"resume={sweep_dir}: {why}"
     assert sorted(p.name for p in sweep_dir.iterdir()) == ["multirun.yaml"]
+
+
+def test_a_sweep_dir_holding_a_job_its_configs_do_not_have_is_not_continued(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    OmegaConf.update(cfg, "hydra.overrides.task", ["seed=0,1"])  # jobs 0 and 1
+    sweep_dir.mkdir()
+    (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(cfg))
+    for name in ("0_seed=0", "2_seed=2"):
+        (sweep_dir / name / ".hydra").mkdir(parents=True)
+        (sweep_dir / name / ".hydra" / "overrides.yaml").write_text(f"- seed={name[0]}\n")
+    with pytest.raises(resume.ResumeError) as refused:
+        resume.resume_argv(["-m", f"resume={sweep_dir}"])
+    where = sweep_dir / "2_seed=2" / ".hydra" / "overrides.yaml"
+    assert str(refused.value) == (f"resume={sweep_dir}: {where} is the record of job 2, which no config of the "
+                                  "sweep (multirun.yaml and the earlier multirun.<n>.yaml) has (changed by "
+                                  "hand?); nothing continued")
