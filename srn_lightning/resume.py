@@ -387,6 +387,11 @@ class SweepPart(NamedTuple):
         """Whether its jobs are the trials of a search (its sweeper asks them as it goes)."""
         return "optuna" in str(self.config.hydra.sweeper.get("_target_", "")).lower()
 
+    @property
+    def basic(self) -> bool:
+        """Whether Hydra's basic sweeper made its jobs: one for each combination of its values."""
+        return str(self.config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
+
 
 def sweep_parts(sweep_dir: Path) -> list[SweepPart]:
     """The sweeps run into `sweep_dir`, by their first job number, from its multirun.yaml and the
@@ -523,10 +528,12 @@ NOT_SETTINGS = (*RESUMABLE, "threads", "resume", "sweep_add")
 def check_jobs(sweep_dir: Path, parts: list[SweepPart]) -> None:
     """Every job dir of the sweep is a job one of its configs defines, with the overrides its
     record (.hydra/overrides.yaml) holds: a multirun.yaml changed by hand would otherwise run
-    other jobs under numbers that have records. Only reads."""
+    other jobs under numbers that have records. The jobs of Hydra's basic sweeper (one for each
+    combination) and of a search's trials are known from the config; of another sweeper, only
+    each job's own record is checked (`check_metrics_config`). Only reads."""
     from srn_lightning.report_jobs import UNNUMBERED, find_jobs
 
-    expanded = {part.first: None if part.search else part_jobs(part) for part in parts}
+    expanded = {part.first: part_jobs(part) if part.basic else None for part in parts}
     for num, job_dir in find_jobs(sweep_dir):
         where = job_dir / ".hydra" / "overrides.yaml"
         part = next((p for p in reversed(parts) if p.first <= num), None)
@@ -535,6 +542,9 @@ def check_jobs(sweep_dir: Path, parts: list[SweepPart]) -> None:
             raise ResumeError(f"resume={sweep_dir}: {job_dir} is a job dir without a number (its name "
                               "does not start with one, nor does its .hydra/hydra.yaml hold one); "
                               "nothing continued")
+        if part is not None and not (part.basic or part.search):
+            check_metrics_config(sweep_dir, part, num, job_dir)
+            continue
         if part is None or num - part.first >= job_count(part, jobs):
             raise ResumeError(f"resume={sweep_dir}: {where} is the record of job {num}, which no config "
                               f"of the sweep ({MULTIRUN_NAME} and the earlier multirun.<n>.yaml) has "
