@@ -7,7 +7,8 @@
   ModelCheckpoints know only those the checkpoint names) and TensorBoard's later steps purged
   (`purge_step`), so the run dir reads as one run;
 - anything else (failed, or stopped before its first epoch ended): the earlier attempt's files are
-  removed and the job runs afresh.
+  removed and the job runs afresh; a job cancelled before it started (its record, the launcher's,
+  names no signal) too, as its first attempt.
 
 The record of the run says how many earlier attempts it continued (`requeues`) and which signal
 stopped each (`requeue_signals`).
@@ -60,6 +61,9 @@ def plan(run_dir) -> Plan:
     if earlier["status"] in KEPT:
         log.info("%s earlier: kept as it is (%s)", earlier["status"], run_dir)
         return Plan(kept=earlier)
+    if earlier["status"] == "cancelled" and "signal" not in earlier:  # cancelled before it started
+        start_over(run_dir)  # the record the launcher wrote for it: no attempt to count
+        return Plan()
     history = {"requeues": int(earlier.get("requeues") or 0) + 1,  # the keys of HISTORY
                "requeue_signals": [*(earlier.get("requeue_signals") or []),
                                    earlier.get("signal") or ("killed" if earlier["status"] == "missing"

@@ -23,9 +23,7 @@ from srn_lightning.config import ConfigError, did_you_mean, trainer_arguments, v
 from srn_lightning.errors import UserError, first_line
 
 MAX_DIR_NAME = 240  # bytes; file systems allow 255 in a name
-# What a sweep added to another (sweep_add=true) numbers its jobs from: set where the sweep starts,
-# inherited by the processes that run its jobs (joblib workers, submitit jobs).
-JOB_OFFSET_ENV = "SRN_SWEEP_FIRST_JOB"
+JOB_OFFSET_ENV = resume.JOB_OFFSET_ENV  # the number a sweep's first job gets in its dir
 
 
 # ---- one job: its values, its Trainer, its data dir, its checkpoint -----------------------------
@@ -177,7 +175,15 @@ def first_job_number(sweep_dir, add: bool) -> int:
         raise ConfigError("hydra.sweep.dir", sweep_dir, f"a new directory: this one holds the "
                           f"{len(nums)} jobs of another sweep; add to them with sweep_add=true")
     numbered = [n for n in nums if n != report_jobs.UNNUMBERED]
-    return max(numbered) + 1 if numbered else len(nums)
+    after = max(numbered) + 1 if numbered else len(nums)
+    if nums and (Path(sweep_dir) / resume.MULTIRUN_NAME).is_file():  # after the jobs not started yet too
+        try:
+            parts = resume.sweep_parts(Path(sweep_dir))
+        except resume.ResumeError as err:
+            raise ConfigError("hydra.sweep.dir", sweep_dir, f"a sweep dir whose configs can be read "
+                              f"to add to it ({err})") from None
+        after = max(after, *(part.first + resume.job_count(part) for part in parts))
+    return after
 
 
 def job_dir_name(*, _root_) -> str:
@@ -212,7 +218,34 @@ def keep_multirun_history(sweep_dir) -> None:
         shutil.copyfile(current, current.parent / f"multirun.{n}.yaml")
 
 
+def save_sweep_config(config, sweep_dir, first: int) -> None:
+    """The sweep's multirun.yaml, with the number of its first job in its jobs' environment
+    (hydra.job.env_set, where resume=SWEEP_DIR reads it: the jobs get it from this process).
+    Hydra's basic sweeper writes the file too, the same, as it starts; a search's (Optuna's) does
+    not, and a search is continued from it too."""
+    from omegaconf import open_dict
+
+    from srn_lightning.files import write_atomic
+
+    with open_dict(config.hydra.job.env_set):
+        config.hydra.job.env_set[JOB_OFFSET_ENV] = str(first)
+    write_atomic(Path(sweep_dir) / resume.MULTIRUN_NAME, OmegaConf.to_yaml(config))
+
+
 OmegaConf.register_new_resolver("job_dir_name", job_dir_name, replace=True)
+
+
+def check_slurm_limit(launcher) -> None:
+    """A Slurm job is told its time is up (USR2) `signal_delay_s` before its limit (`timeout_min`):
+    a delay as long as the limit tells it as it starts, before it can finish an epoch, at every
+    attempt, until submitit gives up (`max_num_timeout`)."""
+    if "slurm" not in str(launcher.get("_target_", "")).lower():
+        return
+    limit, delay = launcher.get("timeout_min"), launcher.get("signal_delay_s")
+    if isinstance(limit, int) and isinstance(delay, int) and delay >= limit * 60:
+        raise ConfigError("hydra.launcher.signal_delay_s", delay, f"shorter than the job's time limit "
+                          f"(hydra.launcher.timeout_min={limit}: {limit * 60} s), or each attempt is told "
+                          "its time is up as it starts")
 
 
 def check_slurm_answers(launcher, timeout: float = 20.0) -> None:
@@ -270,12 +303,14 @@ class CheckConfig(Callback):
             if not (isinstance(n_jobs, int) and not isinstance(n_jobs, bool) and n_jobs != 0):
                 raise ConfigError("hydra.launcher.n_jobs", n_jobs, "a non-zero integer (negative: that many "
                                   "fewer than the cores plus one, as joblib counts)")
+            check_slurm_limit(config.hydra.launcher)
             check_slurm_answers(config.hydra.launcher)
             check_writable_dir(sweep_dir, "hydra.sweep.dir")
-            continues = os.environ.get(resume.CONTINUE_ENV) == "1"  # resume=SWEEP_DIR: its own jobs, again
-            first = 0 if continues else first_job_number(sweep_dir, config.sweep_add)
+            continues = os.environ.get(resume.CONTINUE_ENV)  # resume=SWEEP_DIR: its own jobs, again
+            first = int(continues) if continues else first_job_number(sweep_dir, config.sweep_add)
             locks.hold(sweep_dir)  # for the launching process's lifetime
             os.environ[JOB_OFFSET_ENV] = str(first)
             keep_multirun_history(sweep_dir)
+            save_sweep_config(config, sweep_dir, first)
         except UserError as err:
             raise SystemExit(f"error: {err}") from None

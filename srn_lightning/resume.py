@@ -10,16 +10,23 @@ import os
 import pickle
 import re
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from srn_lightning import record
 from srn_lightning.config import CONFIG_DIR, RESUMABLE, config_keys, trainer_arguments
 from srn_lightning.errors import UserError, first_line
 
 MULTIRUN_NAME = "multirun.yaml"  # a sweep dir's: the sweep's config, as Hydra saved it
-# Set for the processes of a sweep that continues one (resume=SWEEP_DIR): its dir holds its jobs
+# Set for the processes of a sweep that continues one (resume=SWEEP_DIR): its dir holds its jobs,
+# numbered from this
 CONTINUE_ENV = "SRN_SWEEP_CONTINUES"
 # The settings of a sweep's launcher that a continuation takes over from multirun.yaml
 LAUNCHER_OVERRIDES = ("hydra/launcher=", "hydra.launcher.")
+SWEEPER_OVERRIDES = ("hydra/sweeper=", "hydra.sweeper.")  # and its sweeper's (a search's trials)
+# What a sweep added to another (sweep_add=true) numbers its jobs from: set where the sweep starts,
+# inherited by the processes that run its jobs (joblib workers, submitit jobs), and saved in its
+# multirun.yaml as its jobs' environment (hydra.job.env_set)
+JOB_OFFSET_ENV = "SRN_SWEEP_FIRST_JOB"
 MONITOR_STATE = "GradNormMonitor"  # the callbacks' state keys in a checkpoint
 RUN_CONFIG_STATE = "RunConfig"
 
@@ -362,40 +369,274 @@ def read_overrides(run_dir: Path) -> list:
         raise ResumeError(f"{path}: {err}") from None
 
 
-def continue_sweep_argv(sweep_dir: Path, given: list[str]) -> list[str]:
-    """`resume=SWEEP_DIR [launcher settings]`: the sweep again, with its own overrides and
-    launcher, into its own dir, each job into its own job dir (attempts.plan decides there what is
-    kept, resumed or run). Only `hydra.*` settings may be given (another launcher, its resources):
-    the jobs are the sweep's; and what a resumed run may change (RESUMABLE, threads)."""
+class SweepPart(NamedTuple):
+    """One sweep run into a sweep dir: the first, or one added to it with sweep_add=true. Its jobs
+    are numbered from `first`; `config` is its newest multirun.yaml (`where`): a continuation saves
+    the config of the part it continues again."""
+
+    first: int
+    config: Any
+    where: Path
+
+    @property
+    def task(self) -> list[str]:
+        return [str(o) for o in self.config.hydra.overrides.task]
+
+    @property
+    def search(self) -> bool:
+        """Whether its jobs are the trials of a search (its sweeper asks them as it goes)."""
+        return "optuna" in str(self.config.hydra.sweeper.get("_target_", "")).lower()
+
+    @property
+    def basic(self) -> bool:
+        """Whether Hydra's basic sweeper made its jobs: one for each combination of its values."""
+        return str(self.config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
+
+
+def sweep_parts(sweep_dir: Path) -> list[SweepPart]:
+    """The sweeps run into `sweep_dir`, by their first job number, from its multirun.yaml and the
+    copies kept of the earlier ones (multirun.<n>.yaml, oldest first): for each first job number,
+    the newest config. ResumeError for a file that is not a sweep's config."""
     from omegaconf import OmegaConf
 
-    where = sweep_dir / MULTIRUN_NAME
-    check_no_links(sweep_dir, sweep_dir)
-    try:
-        saved = OmegaConf.load(where)
-        task = [str(o) for o in saved.hydra.overrides.task]
-        hydra = [str(o) for o in saved.hydra.overrides.hydra]
-        added = bool(saved.get("sweep_add"))
-    except Exception as err:
-        raise ResumeError(f"resume={sweep_dir}: {where} is not a sweep's config "
-                          f"({str(err).splitlines()[0][:80]})") from None
-    if added or saved.get("hparams_search") is not None:
-        raise ResumeError(f"resume={sweep_dir}: a sweep added to another (sweep_add) or a search "
-                          "(hparams_search) is not continued; resume a job of it with resume=<job dir>")
-    allowed = set(RESUMABLE) | {"threads"}
+    def order(path: Path) -> int:
+        middle = path.name.split(".")[1]
+        return int(middle) if middle.isdigit() else -1
+
+    kept = sorted((p for p in sweep_dir.glob("multirun.*.yaml") if order(p) >= 0), key=order)
+    parts: dict[int, SweepPart] = {}
+    for where in [*kept, sweep_dir / MULTIRUN_NAME]:
+        try:
+            saved = OmegaConf.load(where)
+            for key in ("task", "hydra"):
+                if not OmegaConf.is_list(saved.hydra.overrides[key]):
+                    raise ValueError(f"hydra.overrides.{key} is not a list")
+            first = int(saved.hydra.job.get("env_set", {}).get(JOB_OFFSET_ENV, 0))
+        except Exception as err:
+            raise ResumeError(f"resume={sweep_dir}: {where} is not a sweep's config "
+                              f"({str(err).splitlines()[0][:80]})") from None
+        parts[first] = SweepPart(first, saved, where)
+    return [parts[k] for k in sorted(parts)]
+
+
+def continue_sweep_argv(sweep_dir: Path, given: list[str]) -> list[str]:
+    """`resume=SWEEP_DIR [launcher settings]`: the sweep again, with its own overrides, launcher and
+    sweeper, into its own dir, each job into its own job dir (attempts.plan decides there what is
+    kept, resumed or run). Only `hydra.*` settings may be given (another launcher, its resources):
+    the jobs are the sweep's; and what a resumed run may change (RESUMABLE, threads). Everything is
+    checked first (`check_jobs`: the dir's configs against its jobs' records). A dir that holds
+    sweeps added to the first (sweep_add=true) continues each in turn, in a process of its own
+    (`continue_parts`), and ends here."""
+    check_sweep_links(sweep_dir)
+    parts = sweep_parts(sweep_dir)
+    # what a resumed run may change, less what names a job's dir (trainer.max_epochs): a job
+    # continued under another name would be a second dir of its number
+    unnamed = parts[-1].config.hydra.job.config.override_dirname.get("exclude_keys") or []
+    allowed = (set(RESUMABLE) | {"threads"}) & {str(k) for k in unnamed}
     bad = [a for a in given if not a.startswith(("-", "hydra.", "hydra/"))
            and a.lstrip("+~").split("=", 1)[0] not in allowed]
     if bad:
         raise ResumeError(f"{bad[0].split('=')[0]}: cannot change when a sweep continues (its jobs "
-                          "are the sweep's); allowed with resume=SWEEP_DIR: hydra.* (its launcher's "
-                          f"settings), {', '.join(sorted(allowed))}")
-    for override in task:  # the sweep's own, as replayable as a run's, but sweeps allowed
-        if override.split("=", 1)[0].lstrip("+~") not in ("sweep_add",):
-            replayable_sweep(override, where)
-    launcher = [o for o in hydra if o.startswith(LAUNCHER_OVERRIDES)]
-    os.environ[CONTINUE_ENV] = "1"
-    return ["-m", *[o for o in task if not o.startswith("sweep_add=")], *launcher,
+                          "are the sweep's, their dirs named by their settings); allowed with "
+                          f"resume=SWEEP_DIR: hydra.* (its launcher's settings), {', '.join(sorted(allowed))}")
+    for part in parts:
+        for override in part.task:  # the sweep's own, as replayable as a run's, but sweeps allowed
+            if override.split("=", 1)[0].lstrip("+~") not in ("sweep_add",):
+                replayable_sweep(override, part.where)
+        if part.search:
+            check_search(sweep_dir, part)
+    check_jobs(sweep_dir, parts)
+    argvs = [part_argv(sweep_dir, part, given) for part in parts]
+    if len(parts) == 1:
+        os.environ[CONTINUE_ENV] = str(parts[0].first)
+        return argvs[0]
+    raise SystemExit(continue_parts(parts, argvs))
+
+
+def check_sweep_links(sweep_dir: Path) -> None:
+    """The files of a continued sweep are its own: none of its dir's entries (its configs, its
+    report) and nothing in its job dirs is a symbolic link. Its hidden dirs are its launcher's
+    (submitit's .submitit/, which links its own files)."""
+    from srn_lightning.report_jobs import find_jobs
+
+    for entry in sweep_dir.iterdir():
+        if entry.is_symlink():
+            raise ResumeError(f"resume={sweep_dir}: {entry} is a symbolic link; a sweep that is "
+                              "continued must hold its own files")
+    for _, job_dir in find_jobs(sweep_dir):
+        check_no_links(sweep_dir, job_dir)
+
+
+def part_argv(sweep_dir: Path, part: SweepPart, given: list[str]) -> list[str]:
+    """The command line that continues `part` of the sweep: its overrides, its launcher's and
+    sweeper's settings, the given ones, into the sweep dir."""
+    hydra = [str(o) for o in part.config.hydra.overrides.hydra]
+    own = [o for o in hydra if o.startswith(LAUNCHER_OVERRIDES + SWEEPER_OVERRIDES)]
+    return ["-m", *[o for o in part.task if not o.startswith("sweep_add=")], *own,
             *[a for a in given if a != "-m" and a != "--multirun"], f"hydra.sweep.dir={quote(sweep_dir)}"]
+
+
+def continue_parts(parts: list[SweepPart], argvs: list[list[str]]) -> int:
+    """Continues each part of a sweep dir, oldest first, in a process of its own (as its own
+    command would: its launcher, its report at the end); returns the first non-zero exit status,
+    else 0. A signal to this process goes to the part that runs, which stops with its records,
+    and no further part starts."""
+    import signal
+    import subprocess
+    import sys
+
+    from srn_lightning.interrupts import Interrupted
+
+    status = 0
+    for part, argv in zip(parts, argvs):
+        env = {**os.environ, CONTINUE_ENV: str(part.first)}
+        child = subprocess.Popen([sys.executable, "-m", "srn_lightning.train", *argv], env=env)
+        try:
+            code = child.wait()
+        except Interrupted as stop:  # sent to this process alone, or with the part (Ctrl-C)
+            child.send_signal(signal.Signals[stop.signal])  # a second one to a run: "already stopping"
+            child.wait()
+            raise
+        status = status or code
+    return status
+
+
+def check_search(sweep_dir: Path, part: SweepPart) -> None:
+    """An Optuna search continues as a replay: the study starts again in memory with the same
+    sampler seed, each trial that has a record gives Optuna its recorded value again (kept) or
+    resumes from its last epoch, so that the sampler asks the same trials, numbered as before, and
+    the trials never run follow. That needs the seed, and a study only in memory: a study kept in a
+    storage would be loaded with its earlier trials, and the search would ask new ones, numbering
+    their jobs from 0 again, and leave the interrupted trial unfinished in it."""
+    sweeper = part.config.hydra.sweeper
+    if sweeper.get("storage") is not None:
+        raise ResumeError(f"resume={sweep_dir}: the search keeps its study in {sweeper.storage}: "
+                          "Optuna would go on from there with new trials, numbered from job 0 again, "
+                          "and leave the interrupted one unfinished; continue such a study into a new "
+                          "sweep dir (hydra.sweep.dir=...), or start the search with storage null")
+    if (sweeper.get("sampler") or {}).get("seed") is None:
+        raise ResumeError(f"resume={sweep_dir}: the search has no sampler seed "
+                          "(hydra.sweeper.sampler.seed): replayed, it would ask other trials than its "
+                          "jobs ran; not continued")
+
+
+# What the record of a job may say otherwise than its sweep's config without contradicting it:
+# what a resumed or continued run may change, and how it was launched
+NOT_SETTINGS = (*RESUMABLE, "threads", "resume", "sweep_add")
+
+
+def check_jobs(sweep_dir: Path, parts: list[SweepPart]) -> None:
+    """Every job dir of the sweep is a job one of its configs defines, with the overrides its
+    record (.hydra/overrides.yaml) holds: a multirun.yaml changed by hand would otherwise run
+    other jobs under numbers that have records. The jobs of Hydra's basic sweeper (one for each
+    combination) and of a search's trials are known from the config; of another sweeper, only
+    each job's own record is checked (`check_metrics_config`). Only reads."""
+    from srn_lightning.report_jobs import UNNUMBERED, find_jobs
+
+    expanded = {part.first: part_jobs(part) if part.basic else None for part in parts}
+    for num, job_dir in find_jobs(sweep_dir):
+        where = job_dir / ".hydra" / "overrides.yaml"
+        part = next((p for p in reversed(parts) if p.first <= num), None)
+        jobs = expanded[part.first] if part else None
+        if num == UNNUMBERED:
+            raise ResumeError(f"resume={sweep_dir}: {job_dir} is a job dir without a number (its name "
+                              "does not start with one, nor does its .hydra/hydra.yaml hold one); "
+                              "nothing continued")
+        if part is not None and not (part.basic or part.search):
+            check_metrics_config(sweep_dir, part, num, job_dir)
+            continue
+        if part is None or num - part.first >= job_count(part, jobs):
+            raise ResumeError(f"resume={sweep_dir}: {where} is the record of job {num}, which no config "
+                              f"of the sweep ({MULTIRUN_NAME} and the earlier multirun.<n>.yaml) has "
+                              "(changed by hand?); nothing continued")
+        recorded = settings(read_overrides(job_dir))
+        if jobs is not None:
+            expected = settings(jobs[num - part.first])
+        else:  # a trial: the search's fixed overrides, and a value for each key it searches
+            searched = set(part.config.hydra.sweeper.get("params") or {}) | {
+                o.split("=", 1)[0] for o in part.task if is_sweep(o)}
+            expected = settings(o for o in part.task if not is_sweep(o))
+            recorded = {k: v for k, v in recorded.items() if k.split("=", 1)[0].lstrip("+~") not in searched}
+        if recorded.keys() != expected.keys():
+            ours = [v for k, v in expected.items() if k not in recorded]
+            theirs = [v for k, v in recorded.items() if k not in expected]
+            raise ResumeError(f"resume={sweep_dir}: {part.where} gives job {num} "
+                              f"{' '.join(ours) or 'no such override'}, its record {where} says "
+                              f"{' '.join(theirs) or 'nothing of it'} ({part.where.name} changed by "
+                              "hand?); nothing continued")
+        check_metrics_config(sweep_dir, part, num, job_dir)
+
+
+def check_metrics_config(sweep_dir: Path, part: SweepPart, num: int, job_dir: Path) -> None:
+    """A job's metrics.json, where it has one, holds the values its overrides set for the keys a run
+    is known by (seed, lr, length, clip.val, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from srn_lightning.config import RUN_KEYS
+
+    try:
+        saved = record.read_metrics(job_dir)
+    except (OSError, ValueError):  # none yet, or none to trust: the job runs again
+        return
+    names = {path: name for name, path in RUN_KEYS.items()}
+    for text in read_overrides(job_dir):
+        parsed = OverridesParser.create().parse_override(text)
+        name = names.get(parsed.key_or_group)
+        if name is None or name not in saved:
+            continue
+        value, kept = parsed.value(), saved[name]
+        numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (value, kept))
+        if (float(value) != float(kept)) if numbers else (str(value) != str(kept)):
+            raise ResumeError(f"resume={sweep_dir}: {part.where} gives job {num} {text}, its record "
+                              f"{job_dir / record.METRICS_NAME} says {name}={kept} (changed by hand?); "
+                              "nothing continued")
+
+
+def job_count(part: SweepPart, jobs: list | None = None) -> int:
+    """How many jobs `part` has: its combinations (`jobs`, else `part_jobs`), or a search's trials."""
+    if part.search:
+        return int(part.config.hydra.sweeper.get("n_trials") or 0)
+    return len(jobs if jobs is not None else part_jobs(part))
+
+
+def settings(overrides) -> dict[str, str]:
+    """The overrides that make a job what it is (not what a continued run may change), each as
+    key=value read by Hydra's grammar (a search writes `False` where its sweep said `false`) ->
+    the override as written."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    found = {}
+    for text in overrides:
+        parsed = OverridesParser.create().parse_override(text)
+        if parsed.key_or_group.lstrip("+~") not in NOT_SETTINGS:
+            found[f"{parsed.get_key_element()}={parsed.value()!r}"] = text
+    return found
+
+
+def is_sweep(override: str) -> bool:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    return OverridesParser.create().parse_override(override).is_sweep_override()
+
+
+def part_jobs(part: SweepPart) -> list[list[str]]:
+    """The overrides of each job of a part, in job order, as Hydra's basic sweeper makes them: its
+    sweeper's params, then its overrides, a key given twice taking its last value, every
+    combination of the swept values."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{k}={v}" for k, v in (part.config.hydra.sweeper.get("params") or {}).items()]
+    parser = OverridesParser.create()
+    choices: dict[str, list[str]] = {}
+    for parsed in parser.parse_overrides([*params, *part.task]):
+        key = parsed.get_key_element()
+        if parsed.is_sweep_override():
+            choices[key] = [f"{key}={v}" for v in parsed.sweep_string_iterator()]
+        else:
+            choices[key] = [f"{key}={parsed.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*choices.values())]
 
 
 def replayable_sweep(override: str, where: Path) -> str:

@@ -252,3 +252,25 @@ def test_a_cancelled_job_ends_the_sweep_non_zero_naming_it_with_a_cancelled_row(
     assert report[2]["seed"] == "2" and report[2]["dir"].startswith("2_seed=2")  # never started: its row
     # the launching process noticed within its bound of the job's end (job 0 ran on meanwhile)
     assert time.monotonic() - t0 < 120
+    if accounting == "sacct":
+        continue_on_slurm(tmp_path, sweep.dir(), running)
+
+
+def continue_on_slurm(cwd: Path, sweep_dir: Path, cancelled: str) -> None:
+    """The sweep whose jobs 1 (running) and 2 (pending) were cancelled continues with one command,
+    on its own launcher: job 0 kept, job 1 from its last epoch, job 2 afresh, all complete."""
+    kept = (sweep_dir / rows(sweep_dir)[0]["dir"] / "metrics.json").read_bytes()
+    started = time.monotonic()
+    done = subprocess.run(cli("-m", f"resume={sweep_dir}"), cwd=cwd, env=child_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    ids = next(line for line in done.stdout.splitlines() if "Slurm jobs:" in line)
+    assert cancelled.split("_")[0] not in ids  # submitted to Slurm again, as a new array job
+    assert "hydra/launcher=slurm" in (sweep_dir / "multirun.yaml").read_text()
+    report = rows(sweep_dir)
+    assert [report[n]["status"] for n in range(3)] == ["completed"] * 3, report
+    assert (sweep_dir / report[0]["dir"] / "metrics.json").read_bytes() == kept
+    m1, m2 = (metrics(sweep_dir / report[n]["dir"]) for n in (1, 2))
+    assert (m1["epochs"], m1["requeues"], m1["requeue_signals"]) == (EPOCHS, 1, ["SIGTERM"])
+    assert (m2["epochs"], m2.get("requeues")) == (EPOCHS, None)  # never started: ran afresh
+    print(f"continued on Slurm in {time.monotonic() - started:.0f} s")

@@ -117,3 +117,72 @@ def test_a_slurm_sweep_without_a_controller_is_one_line_before_its_dir_exists(tm
     assert str(stop.value) == (f"error: hydra/launcher=slurm: no Slurm controller answers ({why}); run the sweep "
                                "on a cluster's login node, or with hydra/launcher=joblib on this machine")
     assert not (tmp_path / "sweep").exists()
+
+
+def test_a_sweep_added_after_jobs_that_never_started_numbers_its_jobs_after_them(tmp_path):
+    """A sweep of 3 jobs stopped after its job 0: jobs 1 and 2 have no dir yet, but numbers of
+    their own (a continued sweep runs them as jobs 1 and 2)."""
+    sweep_dir = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    OmegaConf.update(cfg, "hydra.overrides.task", ["seed=0,1,2", "lr=0.1"])
+    OmegaConf.update(cfg, "hydra.job.env_set", {"SRN_SWEEP_FIRST_JOB": "0"}, force_add=True)
+    sweep_dir.mkdir()
+    (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(cfg))
+    (sweep_dir / "0_lr=0.1,seed=0" / ".hydra").mkdir(parents=True)
+    (sweep_dir / "0_lr=0.1,seed=0" / ".hydra" / "overrides.yaml").write_text("- seed=0\n- lr=0.1\n")
+    assert preflight.first_job_number(sweep_dir, add=True) == 3
+    OmegaConf.update(cfg, "hydra.overrides.task", ["seed=0", "lr=0.1,0.2"])  # a sweep of 2 jobs
+    (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(cfg))
+    assert preflight.first_job_number(sweep_dir, add=True) == 2
+
+
+def test_a_slurm_time_limit_no_longer_than_its_warning_is_refused_before_the_sweep_dir_exists(tmp_path):
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):  # the warning: 120 s before
+        cfg = compose("config", overrides=["hydra/launcher=slurm", "hydra.launcher.timeout_min=1",
+                                           f"hydra.sweep.dir={tmp_path / 'sweep'}"], return_hydra_config=True)
+    with pytest.raises(SystemExit) as stop:
+        preflight.CheckConfig().on_multirun_start(cfg)
+    assert str(stop.value) == ("error: hydra.launcher.signal_delay_s=120: not allowed; hydra.launcher.signal_delay_s "
+                               "must be shorter than the job's time limit (hydra.launcher.timeout_min=1: 60 s), or "
+                               "each attempt is told its time is up as it starts")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("setting, why", [
+    ("hydra.sweeper.storage=sqlite:///optuna.db", "the search keeps its study in sqlite:///optuna.db: Optuna "
+     "would go on from there with new trials, numbered from job 0 again, and leave the interrupted one "
+     "unfinished; continue such a study into a new sweep dir (hydra.sweep.dir=...), or start the search "
+     "with storage null"),
+    ("hydra.sweeper.sampler.seed=null", "the search has no sampler seed (hydra.sweeper.sampler.seed): "
+     "replayed, it would ask other trials than its jobs ran; not continued"),
+])
+def test_a_search_that_cannot_be_replayed_is_not_continued_in_one_line(tmp_path, setting, why):
+    sweep_dir = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["hparams_search=optuna", setting], return_hydra_config=True)
+    OmegaConf.update(cfg, "hydra.overrides.task", ["hparams_search=optuna"])
+    sweep_dir.mkdir()
+    (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(cfg))
+    with pytest.raises(resume.ResumeError) as refused:
+        resume.resume_argv(["-m", f"resume={sweep_dir}"])
+    assert str(refused.value) == f"resume={sweep_dir}: {why}"
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["multirun.yaml"]
+
+
+def test_a_sweep_dir_holding_a_job_its_configs_do_not_have_is_not_continued(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("config", return_hydra_config=True)
+    OmegaConf.update(cfg, "hydra.overrides.task", ["seed=0,1"])  # jobs 0 and 1
+    sweep_dir.mkdir()
+    (sweep_dir / "multirun.yaml").write_text(OmegaConf.to_yaml(cfg))
+    for name in ("0_seed=0", "2_seed=2"):
+        (sweep_dir / name / ".hydra").mkdir(parents=True)
+        (sweep_dir / name / ".hydra" / "overrides.yaml").write_text(f"- seed={name[0]}\n")
+    with pytest.raises(resume.ResumeError) as refused:
+        resume.resume_argv(["-m", f"resume={sweep_dir}"])
+    where = sweep_dir / "2_seed=2" / ".hydra" / "overrides.yaml"
+    assert str(refused.value) == (f"resume={sweep_dir}: {where} is the record of job 2, which no config of the "
+                                  "sweep (multirun.yaml and the earlier multirun.<n>.yaml) has (changed by "
+                                  "hand?); nothing continued")
