@@ -69,6 +69,12 @@ def run_alone(job: Callable[[], Any], cfg, run_dir) -> Any:
     """`job()` in a forked child; returns what it returns, raises what it raises. A child that ends
     without a result (killed) gets its `failed` record in `run_dir`, and JobKilled is raised."""
     import cloudpickle  # noqa: F401  imported once per worker, before its children fork
+    import torch
+
+    # The worker runs no torch op; one that an import might run stays in this thread: OpenMP's
+    # pool, once started, cannot be used by a forked child (it waits for ever on the pool's
+    # threads, which a fork does not copy). The job sets its own threads (console.setup_process).
+    torch.set_num_threads(1)
     import lightning.pytorch  # noqa: F401
 
     _flush()  # nothing buffered is written twice
@@ -82,13 +88,14 @@ def run_alone(job: Callable[[], Any], cfg, run_dir) -> Any:
     with _passing_signals_to(pid):
         try:
             outcome = pickle.loads(reader.recv_bytes())
-        except EOFError:  # ended without a word: killed
+        except (EOFError, OSError):  # ended without a word (or in the middle of one): killed
             outcome = None
         finally:
             reader.close()
         _, status = os.waitpid(pid, 0)
     if outcome is not None:
-        kind, value = outcome
+        kind, value, imported = outcome
+        _import(imported)
         if kind == "raised":
             raise value
         return value
@@ -106,16 +113,19 @@ def _child(job: Callable[[], Any], writer, worker: int) -> None:
     code = 0
     try:
         die_with_parent(worker)
+        before = set(sys.modules)
         try:
             outcome = ("returned", job())
         except BaseException as err:  # noqa: BLE001  the worker raises it as the job's own
             outcome = ("raised", err)
+        imported = [name for name in sys.modules if name not in before]
         try:
-            data = cloudpickle.dumps(outcome)
+            data = cloudpickle.dumps((*outcome, imported))
         except Exception:  # an exception that does not pickle: its type, message and traceback
             err = outcome[1]
             text = "".join(traceback.format_exception(err)).rstrip()
-            data = cloudpickle.dumps(("raised", RuntimeError(f"{type(err).__name__}: {err}\n{text}")))
+            data = cloudpickle.dumps(("raised", RuntimeError(f"{type(err).__name__}: {err}\n{text}"),
+                                      imported))
         writer.send_bytes(data)
     except BaseException:  # noqa: BLE001  the worker has no result: it says how the child ended
         code = 1
@@ -188,6 +198,19 @@ def wait_for_jobs(sweep_dir: Path | None, timeout: float = 30.0) -> None:
         if not any(locks.holder(d) for d in sweep_dir.iterdir() if d.is_dir()):
             return
         time.sleep(0.05)
+
+
+def _import(names: list[str]) -> None:
+    """The modules a job imported (matplotlib, TensorBoard, ...), imported by the worker too, so its
+    next job's process is forked with them, as a worker that ran its jobs itself kept them: a job
+    pays its imports once per worker, not once per job. A module that cannot be imported on its own
+    (one a package made up as it loaded) is left to the job."""
+    import importlib
+
+    for name in names:
+        if name not in sys.modules:
+            with contextlib.suppress(Exception):
+                importlib.import_module(name)
 
 
 def _flush() -> None:

@@ -71,7 +71,10 @@ def assert_gone(pids) -> None:
 def test_a_refused_value_and_a_signal_to_one_job_fail_alone_in_a_joblib_sweep(data_dir, tmp_path):
     proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, "trainer.max_epochs=3", "lr=0.2,-1,0.1")
     (first, *_) = wait_until_fitting(sweep_dir, 1, proc)
-    os.kill(locks.holder(first), signal.SIGHUP)  # the ssh session of one worker drops
+    job = locks.holder(first)
+    worker = parents()[job]  # the worker, which passes the signal on to its job's own process
+    assert worker != proc.pid
+    os.kill(worker, signal.SIGHUP)  # the ssh session of one worker drops
     out, err = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
     assert (record(first)["status"], record(first)["signal"]) == ("interrupted", "SIGHUP")
