@@ -8,6 +8,9 @@
    that does nothing (fork, run, send its result, exit, reaped), median of `--forks`; against a
    fresh interpreter that imports the same (what a spawned child would pay before its job could
    start), median of `--spawns`. Also: the OS threads of the forking process.
+   And a run of one epoch (`trainer.max_epochs=1`, one thread) in this process against the same run
+   in a forked child (what each job of a worker does now, the round trip included), alternated,
+   one warm-up each, median of `--runs`: what a job's process costs a job once its worker is warm.
 2. With `--before CHECKOUT` (a copy of the project without it, e.g. `git archive <commit> | tar -x
    -C DIR`): the wall time of the 6-job sweep `-m clip=norm,value,none length=10,20` with
    `hydra/launcher=joblib hydra.launcher.n_jobs=2`, this checkout and that one alternated,
@@ -29,7 +32,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import OUT, REPO, environment, save_json, wall
+from benchmarks.common import OUT, REPO, environment, make_cfg, quiet, save_json, silenced, wall
 from srn_lightning.data import ensure_files
 
 SWEEP = ["-m", "clip=norm,value,none", "length=10,20", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -50,6 +53,20 @@ def spawn_start() -> float:
     return time.perf_counter() - start
 
 
+def run_seconds(cfg, work: Path, forked: bool) -> float:
+    """A run's wall seconds, in this process or in a forked child (its round trip included)."""
+    from srn_lightning import job_process
+    from srn_lightning.train import run
+
+    start = time.perf_counter()
+    with silenced():
+        if forked:
+            job_process.run_alone(lambda: run(cfg, tempfile.mkdtemp(dir=work)), cfg, None)
+        else:
+            run(cfg, tempfile.mkdtemp(dir=work))
+    return time.perf_counter() - start
+
+
 def sweep_wall(checkout: Path, work: Path, data: Path) -> tuple[float, list[int]]:
     """The sweep's wall seconds, and the torch threads each of its jobs logged."""
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
@@ -66,6 +83,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.job_process", description=__doc__.split("\n")[0])
     parser.add_argument("--forks", type=int, default=30)
     parser.add_argument("--spawns", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="alternated runs, in this process and forked")
     parser.add_argument("--before", type=Path, help="a checkout without a job's own process: sweeps side by side")
     parser.add_argument("--repeats", type=int, default=3, help="alternated sweep pairs")
     parser.add_argument("--out", default=str(OUT / "job_process.json"))
@@ -77,17 +95,28 @@ def main(argv=None) -> None:
     fork_round_trip()  # warm-up
     forks = [fork_round_trip() for _ in range(args.forks)]
     spawns = [spawn_start() for _ in range(args.spawns)]
+    quiet()
+    work = Path(tempfile.mkdtemp(prefix="srn-job-process-"))
+    cfg = make_cfg(work / "data", "trainer.max_epochs=1", "threads=1", "trainer.enable_progress_bar=false")
+    runs = {"in_process": [], "forked": []}
+    for i in range(args.runs + 1):  # the first of each: warm-up
+        for forked in ((False, True) if i % 2 == 0 else (True, False)):
+            runs["forked" if forked else "in_process"].append(run_seconds(cfg, work, forked))
+    runs = {k: v[1:] for k, v in runs.items()}
     report = {"benchmark": "job_process", **environment(), "forks_s": forks, "spawns_s": spawns,
               "fork_median_s": statistics.median(forks), "spawn_median_s": statistics.median(spawns),
-              "os_threads_at_fork": threads_at_fork}
+              "os_threads_at_fork": threads_at_fork, "runs_s": runs,
+              "run_in_process_median_s": statistics.median(runs["in_process"]),
+              "run_forked_median_s": statistics.median(runs["forked"])}
     print("| a job's process | start, median | n |")
     print("| --- | --- | --- |")
     print(f"| forked from the worker (torch, Lightning imported) | {report['fork_median_s'] * 1e3:.1f} ms | {len(forks)} |")
     print(f"| a fresh interpreter importing them | {report['spawn_median_s']:.2f} s | {len(spawns)} |")
+    print(f"| a run of one epoch, in the process (a worker that runs its jobs itself) | {report['run_in_process_median_s']:.2f} s | {len(runs['in_process'])} |")
+    print(f"| the same run in a forked child (round trip included) | {report['run_forked_median_s']:.2f} s | {len(runs['forked'])} |")
     print(f"\nOS threads of the forking process: {threads_at_fork}")
 
     if args.before is not None:
-        work = Path(tempfile.mkdtemp(prefix="srn-job-process-"))
         for length in (10, 20):  # written once here, not timed
             ensure_files(work / "data", length)
         rows = []

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import logging
 import os
 import pickle
@@ -80,10 +81,14 @@ def run_alone(job: Callable[[], Any], cfg, run_dir) -> Any:
     _flush()  # nothing buffered is written twice
     reader, writer = Pipe(duplex=False)
     worker = os.getpid()
+    # The worker's objects (torch's, Lightning's: hundreds of thousands) out of the child's garbage
+    # collections: a collection that walked them would touch, and so copy, every page they lie on
+    gc.freeze()
     pid = os.fork()
     if pid == 0:  # the job's process
         reader.close()
         _child(job, writer, worker)
+    gc.unfreeze()
     writer.close()
     with _passing_signals_to(pid):
         try:
