@@ -23,7 +23,6 @@ the other jobs, go on.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import gc
 import logging
 import os
@@ -32,7 +31,6 @@ import signal
 import sys
 import time
 import traceback
-from multiprocessing.connection import Pipe
 from pathlib import Path
 from typing import Any, Callable
 
@@ -69,6 +67,8 @@ def wanted(hydra_cfg) -> bool:
 def run_alone(job: Callable[[], Any], cfg, run_dir) -> Any:
     """`job()` in a forked child; returns what it returns, raises what it raises. A child that ends
     without a result (killed) gets its `failed` record in `run_dir`, and JobKilled is raised."""
+    from multiprocessing.connection import Pipe
+
     import cloudpickle  # noqa: F401  imported once per worker, before its children fork
     import torch
 
@@ -148,6 +148,8 @@ def _child(job: Callable[[], Any], writer, worker: int) -> None:
 def die_with_parent(parent: int) -> None:
     """The kernel sends this process DEATH_SIGNAL when its parent ends (Linux's PR_SET_PDEATHSIG; a
     public kernel interface, called through ctypes as the standard library has no binding)."""
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
