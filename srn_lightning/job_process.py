@@ -12,7 +12,9 @@ the other jobs, go on.
 - The child is forked from a worker that has imported torch and Lightning but run nothing of
   them (no thread pool started): it starts in milliseconds, where a fresh interpreter imports them
   in seconds (benchmarks/job_process.py). It holds the job's dir lock, so a signal the launching
-  process sends to a job (interrupts.stop_jobs) reaches the child.
+  process sends to a job (interrupts.stop_jobs) reaches the child. After each job the worker
+  imports what the job imported, so its next child starts with those modules too: a worker pays
+  for the imports once, as when it ran its jobs itself.
 - A signal sent to the worker itself is passed on to its child, which stops with its record.
 - The child dies with its worker: should the worker end (killed), the kernel sends the child
   SIGTERM (`PR_SET_PDEATHSIG`), which stops it with its `interrupted` record; no job outlives its
