@@ -238,6 +238,11 @@ class _Sweep:
 _sweep = _Sweep()
 
 
+def launched_sweep() -> Path | None:
+    """The sweep dir this process launches, when its jobs run in other processes of this machine."""
+    return _sweep.dir
+
+
 class StopSweep(Callback):
     """Hydra callback: a signal to the launching process of a sweep whose jobs run in other
     processes of this machine (joblib's workers, submitit_local's jobs) stops the sweep without

@@ -8,7 +8,7 @@ import pkgutil
 import signal
 
 import srn_lightning
-from srn_lightning import interrupts, locks
+from srn_lightning import interrupts, job_process, locks
 from srn_lightning.callbacks import Diverged
 from srn_lightning.config import ConfigError
 from srn_lightning.data import DataFileError
@@ -24,6 +24,7 @@ EXAMPLES = [
     RunFailed("figures", "OSError: [Errno 28] No space left on device: 'grad_norms.png'"),
     interrupts.Interrupted("fit", signal.SIGHUP),
     JobInterrupted("interrupted (SIGTERM during fit) after 3 completed epochs; continue with: ..."),
+    job_process.JobKilled("0_lr=0.1: killed by SIGKILL (out of memory?)"),
     UserError("a message"),
     DataFileError("data/20/train.txt:2: token 'x' is not a digit 0-9"),
     locks.InUseError("outputs/x: in use by process 42"),

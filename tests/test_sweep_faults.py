@@ -58,15 +58,23 @@ def assert_complete_report(sweep_dir: Path, jobs: int) -> None:
 
 
 def assert_gone(pids) -> None:
+    """Each process has ended: no such pid, or one that has exited and waits only to be reaped (a
+    zombie: the launching process, its parent, exited first)."""
     for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except FileNotFoundError:
+            continue
+        assert state == "Z", f"process {pid} outlived the sweep ({state})"
 
 
 def test_a_refused_value_and_a_signal_to_one_job_fail_alone_in_a_joblib_sweep(data_dir, tmp_path):
     proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, "trainer.max_epochs=3", "lr=0.2,-1,0.1")
     (first, *_) = wait_until_fitting(sweep_dir, 1, proc)
-    os.kill(locks.holder(first), signal.SIGHUP)  # the ssh session of one worker drops
+    job = locks.holder(first)
+    worker = parents()[job]  # the worker, which passes the signal on to its job's own process
+    assert worker != proc.pid
+    os.kill(worker, signal.SIGHUP)  # the ssh session of one worker drops
     out, err = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
     assert (record(first)["status"], record(first)["signal"]) == ("interrupted", "SIGHUP")
@@ -103,17 +111,67 @@ def test_a_signal_to_the_launcher_stops_every_job_with_its_record(launcher, data
     assert_gone(pids)  # no job outlives the sweep
 
 
+def parents() -> dict[int, int]:
+    """Every process's parent, read from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:  # the command name, in parentheses, may hold spaces: the fields follow its last ")"
+            found[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):  # ended meanwhile
+            pass
+    return found
+
+
+def sweep_processes(proc) -> list[int]:
+    """The pids of the launching process and every process under it (workers, jobs)."""
+    ppid, found = parents(), [proc.pid]
+    for pid in found:
+        found += [child for child, parent in ppid.items() if parent == pid]
+    return found
+
+
+def test_a_job_killed_with_sigkill_fails_alone_in_a_joblib_sweep(data_dir, tmp_path):
+    # what the OOM killer does: it kills the process that holds the memory, the job's own. Job 0
+    # trains long and is killed mid-fit; job 1 (its sibling, mid-fit too) and job 2 (waiting for a
+    # worker) run to their end
+    proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, "trainer.max_epochs=1000,200,3")
+    fitting = wait_until_fitting(sweep_dir, 2, proc)
+    killed, sibling = sorted(fitting, key=lambda d: d.name)
+    assert killed.name.startswith("0_") and sibling.name.startswith("1_")
+    processes = sweep_processes(proc)
+    victim = locks.holder(killed)
+    assert victim in processes and not (sibling / "metrics.json").exists()  # both still in their fit
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+    assert (record(killed)["status"], record(killed)["error"]) == ("failed", "killed by SIGKILL (out of memory?)")
+    found = rows(sweep_dir)
+    assert [found[n]["status"] for n in (0, 1, 2)] == ["failed", "completed", "completed"]
+    assert found[0]["error"] == "killed by SIGKILL (out of memory?)"
+    assert [line for line in out.splitlines() if line.startswith("job ")] == [
+        "job 0 (trainer.max_epochs=1000): failed: killed by SIGKILL (out of memory?)"]
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {killed.name}: killed by SIGKILL (out of memory?)"]
+    assert_complete_report(sweep_dir, 3)
+    assert_gone(processes)  # no worker and no job outlives the sweep
+
+
 def test_a_joblib_worker_killed_with_sigkill_ends_the_sweep_in_one_line(data_dir, tmp_path):
-    # what is promised for the OOM killer: not that the other jobs go on (joblib's pool stops
-    # them), but one line, a rebuilt report and no process left
+    # the worker itself killed (not the job's process it waits for): joblib's pool stops the other
+    # workers with their jobs; the killed worker's job stops with its record. One line, a rebuilt
+    # report and no process left
     proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, LONG, "lr=0.2,0.1,0.05")
     fitting = wait_until_fitting(sweep_dir, 2, proc)
-    pids = [locks.holder(d) for d in fitting]
-    os.kill(pids[0], signal.SIGKILL)
+    processes = sweep_processes(proc)
+    job = locks.holder(fitting[0])
+    worker = parents()[job]
+    assert worker in processes and worker != proc.pid
+    os.kill(worker, signal.SIGKILL)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: a worker process of the sweep died")
+    assert (record(fitting[0])["status"], record(fitting[0])["signal"]) == ("interrupted", "SIGTERM")
     assert len([line for line in out.splitlines() if line.startswith("job ")]) == len(rows(sweep_dir))
     assert (sweep_dir / "summary.csv").exists()
-    assert_gone(pids)
+    assert_gone(processes)

@@ -16,7 +16,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from srn_lightning import attempts, cluster, console, interrupts, locks, preflight, record
+from srn_lightning import attempts, cluster, console, interrupts, job_process, locks, preflight, record
 from srn_lightning.config import ALLOWED, CONFIG_DIR, config_keys, did_you_mean, trainer_arguments
 from srn_lightning.errors import RunFailed, UserError, first_line, reason
 from srn_lightning.resume import resume_argv
@@ -52,6 +52,8 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     sweep = sweep_dir(hydra_cfg) if in_sweep else None
+    if job_process.wanted(hydra_cfg):  # a joblib worker: the job runs in a child process it waits for
+        return job_process.run_alone(lambda: main.__wrapped__(cfg), cfg, run_dir)
     requeue = cluster.requeue_handler()  # before the run's own handlers replace it
     history: dict = {}
     try:
@@ -198,12 +200,14 @@ def cli() -> None:
                  "records say how far each got)")
     except UserError as err:
         sys.exit(f"error: {err}")
-    except JobInterrupted as err:  # a sweep's job stopped by a signal, its record written
+    except (JobInterrupted, job_process.JobKilled) as err:  # a sweep's job stopped or killed: its record
         sys.exit(f"error: {err}")
     except BrokenProcessPool as err:  # joblib's pool, after one of its workers was killed
+        job_process.wait_for_jobs(interrupts.launched_sweep())  # the killed worker's job: its record
         sys.exit(f"error: a worker process of the sweep died ({type(err).__name__}: "
-                 f"{first_line(err)}); the pool stopped the other workers' jobs, which have no "
-                 "record (resume= continues each from its last checkpoint), and ran no further job")
+                 f"{first_line(err)}); its job stopped with its record, the pool stopped the other "
+                 "workers' jobs without one (resume= continues each from its last checkpoint) and "
+                 "ran no further job")
     except RunFailed as err:  # its record is written; what failed is one line
         line = one_line(err)
         if line is None:
