@@ -1,0 +1,145 @@
+"""The sequence classifiers of several seeds as one model: every parameter with a leading seed
+dimension, the same operations as `model.SeqClassifier` batched over the seeds. Pure torch.
+
+Each seed's numbers are its single model's, bit for bit, on the CPU with one thread: the embedding is
+a batched gather, the input projection one `bmm` per seed over the [batch * length, input] rows
+(the shape the single model's `matmul` flattens to, so its weight gradient sums in the same order),
+the recurrence `bmm(h, U)`, the classifier `baddbmm`. The seeds share no parameter, so the gradient
+of the sum of their losses is, for each seed, the gradient of its own loss.
+
+`seed_views` gives each seed's single model whose parameters are views of the stacked ones: what
+reads, clips or saves a seed's parameters and gradients (its monitors, its clipping, its checkpoint)
+works on that model as it does on the seed's own run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from srn_lightning.model import SeqClassifier
+
+CELLS = ("srn", "lstm")  # the cells stacked; another cell's seeds run one by one
+
+
+class StackedSeqClassifier(nn.Module):
+    """The models of `seeds` (`SeqClassifier`s of one config, each built under its own seed) stacked
+    on a leading seed dimension; their parameters are copied, in their order (`names`)."""
+
+    def __init__(self, models: list[SeqClassifier], cell: str) -> None:
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"cell {cell!r}: only {', '.join(CELLS)} are stacked")
+        self.cell, self.seeds = cell, len(models)
+        self.names = [n for n, _ in models[0].named_parameters()]
+        self.params = nn.ParameterList(
+            torch.stack([dict(m.named_parameters())[n].detach() for m in models]).clone()
+            for n in self.names)
+        self.hidden_size = models[0].rnn_model.hidden_size
+        self.keep_states = False  # as the cell's: h_t (and c_t) kept, gradients retained
+        self.states: list[torch.Tensor] = []
+        self.cell_states: list[torch.Tensor] = []
+        self.stop_point: Callable[[], None] | None = None
+
+    def param(self, name: str) -> nn.Parameter:
+        return self.params[self.names.index(name)]
+
+    def _keep(self, kept: list, state: torch.Tensor) -> None:
+        if self.keep_states and state.requires_grad:
+            state.retain_grad()
+            kept.append(state)
+
+    def forward(self, digits: torch.Tensor) -> torch.Tensor:
+        """digits: [seeds, batch, time] (each seed's own batch) or [batch, time] (one batch for
+        every seed) int64 -> logits [seeds, batch, num_classes]."""
+        S = self.seeds
+        if digits.dim() == 2:
+            digits = digits.expand(S, *digits.shape)
+        B, L = digits.shape[1:]
+        emb, W, U, b = (self.param(n) for n in ("embedding.weight", "rnn_model.W", "rnn_model.U", "rnn_model.b"))
+        x = emb[torch.arange(S, device=digits.device)[:, None, None], digits]  # [S, B, L, input]
+        xw = (torch.bmm(x.reshape(S, B * L, -1), W).reshape(S, B, L, -1) + b[:, None]).unbind(2)
+        self.states, self.cell_states = [], []
+        h = x.new_zeros(S, B, self.hidden_size)
+        c = torch.zeros_like(h)
+        for xw_t in xw:
+            if self.cell == "srn":
+                h = torch.tanh(xw_t + torch.bmm(h, U))
+            else:
+                i, f, o, candidate = (xw_t + torch.bmm(h, U)).chunk(4, dim=2)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(candidate)
+                self._keep(self.cell_states, c)
+                h = torch.sigmoid(o) * torch.tanh(c)
+            self._keep(self.states, h)
+            if self.stop_point is not None:
+                self.stop_point()
+                if h.requires_grad:
+                    h.register_hook(self._stop_in_backward)
+        weight, bias = self.param("linear.weight"), self.param("linear.bias")
+        return torch.baddbmm(bias[:, None], h, weight.transpose(1, 2))
+
+    def _stop_in_backward(self, grad: torch.Tensor) -> None:
+        self.stop_point()
+
+    def seed_views(self, models: list[SeqClassifier]) -> None:
+        """Points each seed's model's parameters at its slice of the stacked ones (and its
+        gradients, with `share_grads`, after each backward pass)."""
+        for s, m in enumerate(models):
+            for n, p in m.named_parameters():
+                p.data = self.param(n).data[s]
+
+    def share_grads(self, models: list[SeqClassifier]) -> None:
+        """Each seed's model's `.grad`: its slice of the stacked gradients (None where there is
+        none), so that clipping a seed's gradients clips the stacked ones."""
+        for s, m in enumerate(models):
+            for n, p in m.named_parameters():
+                g = self.param(n).grad
+                p.grad = None if g is None else g[s]
+
+
+class SeedState:
+    """A seed's slice of a stacked state: its `.grad` is the stacked gradient's slice."""
+
+    def __init__(self, state: torch.Tensor, seed: int) -> None:
+        self.state, self.seed = state, seed
+
+    @property
+    def grad(self) -> torch.Tensor | None:
+        return None if self.state.grad is None else self.state.grad[self.seed]
+
+
+class SeedCell:
+    """One seed's view of the stacked recurrence, as `callbacks.GradFlowMonitor` reads a cell: its
+    `U` (the seed's own, a view), `keep_states` (shared by every seed), and its `states` and
+    `cell_states` (slices of the stacked ones)."""
+
+    def __init__(self, stacked: StackedSeqClassifier, model: SeqClassifier, seed: int) -> None:
+        self._stacked, self._seed = stacked, seed
+        self.U = model.rnn_model.U
+        self.has_cell_state = model.rnn_model.has_cell_state
+
+    @property
+    def keep_states(self) -> bool:
+        return self._stacked.keep_states
+
+    @keep_states.setter
+    def keep_states(self, value: bool) -> None:
+        self._stacked.keep_states = value
+
+    @property
+    def states(self) -> list[SeedState]:
+        return [SeedState(s, self._seed) for s in self._stacked.states]
+
+    @states.setter
+    def states(self, value: list) -> None:
+        self._stacked.states = list(value)
+
+    @property
+    def cell_states(self) -> list[SeedState]:
+        return [SeedState(s, self._seed) for s in self._stacked.cell_states]
+
+    @cell_states.setter
+    def cell_states(self, value: list) -> None:
+        self._stacked.cell_states = list(value)
