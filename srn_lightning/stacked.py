@@ -298,20 +298,26 @@ SOLO_LAST = ModelCheckpoint()
 
 
 def seed_checkpoint(checkpoint: dict, seed: Seed, index: int) -> dict:
-    """The part of the group's `checkpoint` that is `seed`'s, as its own run saves it."""
-    out = {k: v for k, v in checkpoint.items()
-           if k not in ("state_dict", "optimizer_states", "callbacks", StackedData.__qualname__)}
-    out["state_dict"] = {k: v.detach().clone() for k, v in seed.module.state_dict().items()}
-    out["optimizer_states"] = [slice_optimizer_state(s, index) for s in checkpoint["optimizer_states"]]
-    best = seed.best.state_dict() | {"monitor": SOLO_BEST.monitor}
-    states = {SOLO_BEST.state_key: best, SOLO_LAST.state_key: seed.last.state_dict()}
-    for m in seed.measured:
-        states[m.monitor.state_key] = m.monitor.state_dict()
-    states[RUN_CONFIG_STATE] = seed.run_config.state_dict()
-    out["callbacks"] = states
-    out["hparams_name"] = seed.module._hparams_name
-    out["hyper_parameters"] = dict(seed.module.hparams)
-    out[DigitSumDataModule.__qualname__] = seed.data.state_dict()
+    """The part of the group's `checkpoint` that is `seed`'s, as its own run saves it (in its
+    order: Lightning puts the ModelCheckpoints' states last)."""
+    callbacks = {m.monitor.state_key: m.monitor.state_dict() for m in seed.measured}
+    callbacks[RUN_CONFIG_STATE] = seed.run_config.state_dict()
+    callbacks[SOLO_BEST.state_key] = seed.best.state_dict() | {"monitor": SOLO_BEST.monitor}
+    callbacks[SOLO_LAST.state_key] = seed.last.state_dict()
+    own = {
+        "state_dict": {k: v.detach().clone() for k, v in seed.module.state_dict().items()},
+        "callbacks": callbacks,
+        "optimizer_states": [slice_optimizer_state(s, index) for s in checkpoint["optimizer_states"]],
+        "hparams_name": seed.module._hparams_name,
+        "hyper_parameters": dict(seed.module.hparams),
+        StackedData.__qualname__: None,
+    }
+    out = {}
+    for key, value in checkpoint.items():
+        if key == StackedData.__qualname__:
+            out[DigitSumDataModule.__qualname__] = seed.data.state_dict()
+        else:
+            out[key] = own.get(key, value)
     return out
 
 

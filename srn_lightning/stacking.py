@@ -1,0 +1,199 @@
+"""A sweep's seeds side by side: the project's sweeper (Hydra's basic one, plus this) launches the
+jobs of a batch that differ only in `seed` as one job, through whatever launcher is configured,
+and that job trains them as one stacked model (srn_lightning/stacked.py).
+
+    python -m srn_lightning.train -m experiment=memory model=srn,lstm seed=0,1,2,3,4
+    python -m srn_lightning.train -m ... seed=0,1,2,3,4 hydra.sweeper.stack_seeds=false  # one job a seed
+
+Each seed keeps the job number, the dir and the `.hydra/` files (config, overrides) the plain sweep
+gives it: the group's job composes each seed's config as a launcher does and makes its dir with
+Hydra's own `run_job`; the group itself lives in a hidden dir of the sweep (`.stacked/<number of
+its first job>/`, with its log), which the report does not count as a job. A group that cannot be
+stacked (`stacked.stackable`), or whose seeds have an earlier attempt to take up (a sweep
+continued or requeued), or one whose seed diverges, runs its seeds one by one, each as its own job
+(`train.main`), the reason logged once.
+
+This module is imported when Hydra looks for plugins, at every start: it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+# Hydra's basic sweeper (its cartesian product, batches and job numbers are the plain sweep's) is
+# importable from here only
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+log = logging.getLogger(__name__)
+
+SEED = re.compile(r"seed=(0|[1-9][0-9]*)")  # an override of the seed, as it round-trips
+GROUP_DIR = ".stacked"
+
+
+def seed_groups(batch) -> list[list[int]]:
+    """The positions of a batch's jobs grouped by everything but their seed, in the batch's order:
+    jobs whose overrides are the same but for one `seed=<n>` (at the same place)."""
+    groups: dict[tuple, list[int]] = {}
+    for i, overrides in enumerate(batch):
+        seeds = [j for j, o in enumerate(overrides) if SEED.fullmatch(o)]
+        if len(seeds) == 1:
+            key = (seeds[0], *(o for j, o in enumerate(overrides) if j != seeds[0]))
+        else:
+            key = ("job", i)  # no seed of its own to group by
+        groups.setdefault(key, []).append(i)
+    return list(groups.values())
+
+
+def group_overrides(batch, group: list[int], first_num: int) -> list[str]:
+    """The overrides of the job that stands for `group`: its first job's, with the members (each
+    one's job number and seed) and the group's own dir, as `hydra.*` overrides (not the job's)."""
+    members = ",".join(f"[{first_num + i},{seed_of(batch[i])}]" for i in group)
+    return [*batch[group[0]], f"hydra.sweeper.group=[{members}]",
+            f"hydra.sweep.subdir={GROUP_DIR}/{first_num + group[0]}"]
+
+
+def seed_of(overrides) -> int:
+    return next(int(SEED.fullmatch(o).group(1)) for o in overrides if SEED.fullmatch(o))
+
+
+def member_overrides(overrides, seed: int) -> list[str]:
+    """A group's member's overrides: the first member's, with its own seed."""
+    return [f"seed={seed}" if SEED.fullmatch(o) else o for o in overrides]
+
+
+class GroupingLauncher:
+    """The configured launcher, handed the batch's jobs with the seeds of each setting as one job."""
+
+    def __init__(self, launcher) -> None:
+        self.launcher = launcher
+
+    def launch(self, job_overrides, initial_job_idx: int):
+        batch = [list(o) for o in job_overrides]
+        groups = seed_groups(batch)
+        if all(len(g) == 1 for g in groups):
+            return self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
+        log.info("seeds of one setting side by side: %d jobs as %d groups (hydra.sweeper.stack_seeds=false: "
+                 "one job a seed)", len(batch), len(groups))
+        grouped = [group_overrides(batch, g, initial_job_idx) for g in groups]
+        return self.launcher.launch(grouped, initial_job_idx=initial_job_idx)
+
+    def __getattr__(self, name: str):
+        return getattr(self.launcher, name)
+
+
+class GroupTask:
+    """The task a launcher runs for a job: the project's (`train.main`) for a job of its own; for a
+    group, its seeds (`run_members`)."""
+
+    def __init__(self, task_function, hydra_context, config) -> None:
+        self.task_function, self.hydra_context, self.config = task_function, hydra_context, config
+
+    def __call__(self, cfg):
+        from hydra.core.hydra_config import HydraConfig
+
+        group = HydraConfig.get().sweeper.get("group")
+        if not group:
+            return self.task_function(cfg)
+        overrides = list(HydraConfig.get().overrides.task)
+        return run_members(self, [(int(num), self.member_config(member_overrides(overrides, int(seed)), int(num)))
+                                  for num, seed in group])
+
+    def member_config(self, overrides: list[str], num: int):
+        """A member's config as a launcher composes its job's (basic launcher: id = number)."""
+        from omegaconf import open_dict
+
+        config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
+        with open_dict(config):
+            config.hydra.job.id = num
+            config.hydra.job.num = num
+        return config
+
+    def run_job(self, config, task_function):
+        from hydra.core.utils import run_job
+
+        return run_job(hydra_context=self.hydra_context, task_function=task_function, config=config,
+                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+
+def run_members(task: GroupTask, members: list) -> list:
+    """The members of a group ((job number, config)): each one's dir and `.hydra/` made as its own
+    job's, then trained as one stacked model if they can be, else one by one as their own jobs.
+    Returns their returns (best dev accuracies); raises the first failure after every member ran."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.utils import configure_log
+
+    from srn_lightning.train import sweep_dir
+
+    group_hydra = HydraConfig.get()
+    prepared = [task.run_job(config, prepare) for _, config in members]
+    configure_log(group_hydra.job_logging, group_hydra.verbose)  # the group's own log, in its dir
+    why = next((str(r.return_value) for r in prepared if r.status.name != "COMPLETED"), None)
+    try:
+        if why is None:
+            why = next((f"{r.return_value[1]} holds an earlier attempt" for r in prepared
+                        if not r.return_value[2]), None)
+        if why is None:
+            from srn_lightning import stacked
+
+            cfgs = [r.return_value[0] for r in prepared]
+            why = stacked.stackable(cfgs, bool(group_hydra.job.chdir))
+            if why is None:
+                try:
+                    records = stacked.run_group([(r.return_value[0], r.return_value[1]) for r in prepared],
+                                                sweep_dir(group_hydra))
+                    return [m["dev_best"] or 0.0 for m in records]
+                except stacked.Unstacked as err:
+                    why = str(err)
+    finally:
+        from srn_lightning import locks
+
+        for r in prepared:
+            if r.status.name == "COMPLETED":
+                locks.release(r.return_value[1])
+    log.warning("seeds %s run one by one: %s", ", ".join(str(c.seed) for _, c in members), why)
+    returns = [task.run_job(config, task.task_function) for _, config in members]
+    failed = next((r for r in returns if r.status.name != "COMPLETED"), None)
+    if failed is not None:
+        raise failed.return_value
+    return [r.return_value for r in returns]
+
+
+def prepare(cfg):
+    """A member's part of its job before training (`train.main`'s): its console and threads, its
+    dir held, its config checked. Returns (config, dir, whether the dir is fresh)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from srn_lightning import attempts, console, interrupts, locks, preflight
+    from srn_lightning.train import sweep_dir
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    console.setup_process(cfg, hydra_cfg, preflight.job_number(hydra_cfg.job.num))
+    locks.hold(run_dir)
+    try:
+        interrupts.check_sweep(sweep_dir(hydra_cfg))
+        attempts.check_own_number(run_dir)
+        fresh = not any((run_dir / n).exists() for n in (*attempts.RUN_FILES, *attempts.RUN_DIRS))
+        preflight.check_job(cfg, run_dir)
+    except BaseException:
+        locks.release(run_dir)
+        raise
+    return cfg, run_dir, fresh
+
+
+class SeedStackingSweeper(BasicSweeper):
+    """Hydra's basic sweeper, with the seeds of each setting in a batch launched as one job
+    (`stack_seeds`, on by default; off: one job a seed, for a cluster that should spread them)."""
+
+    def __init__(self, max_batch_size=None, params=None, stack_seeds: bool = True, group=None) -> None:
+        super().__init__(max_batch_size=max_batch_size, params=params)
+        self.stack_seeds = stack_seeds
+
+    def setup(self, *, hydra_context, task_function, config) -> None:
+        if self.stack_seeds:
+            task_function = GroupTask(task_function, hydra_context, config)
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        if self.stack_seeds:
+            self.launcher = GroupingLauncher(self.launcher)
