@@ -1,0 +1,129 @@
+"""The seeds of one setting trained side by side (srn_lightning/stacked.py): each seed's record is
+its own run's, on the CPU with one thread. The expected files are those of each seed's run alone
+(`train.run`), made in the same test."""
+
+import json
+
+import pytest
+import torch
+
+import torch.nn.functional as F
+
+from srn_lightning import record, stacked, train
+from srn_lightning.model import SeqClassifier
+from srn_lightning.resume import load_checkpoint
+from srn_lightning.stacked_model import StackedSeqClassifier
+
+# the seeds' own runs and their group: small, every piece of the record on (grad_time at every step,
+# clipping, the memory experiment's Adam and mean loss for the LSTM)
+SETTINGS = {
+    "srn": ["model=srn", "clip=norm_each", "trainer.max_epochs=2"],
+    "lstm": ["model=lstm", "experiment=memory", "trainer.max_epochs=2", "batch_size=32", "record_every=3"],
+}
+
+
+def solo_and_group(make_cfg, tmp_path, setting, seeds=(0, 1)):
+    cfgs = [make_cfg("length=10", f"seed={s}", *SETTINGS[setting]) for s in seeds]
+    solo = [train.run(c, tmp_path / f"solo{s}") for c, s in zip(cfgs, seeds)]
+    group = stacked.run_group([(c, tmp_path / f"stacked{s}") for c, s in zip(cfgs, seeds)])
+    return solo, group
+
+
+def without_seconds(metrics: dict) -> dict:
+    return {k: v for k, v in metrics.items() if k != "fit_seconds"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("setting", ["srn", "lstm"])
+def test_each_seed_of_a_stacked_group_leaves_its_own_runs_record(make_cfg, tmp_path, setting):
+    solo, group = solo_and_group(make_cfg, tmp_path, setting)
+    for s, (alone, stacked_metrics) in enumerate(zip(solo, group)):
+        alone_dir, stacked_dir = tmp_path / f"solo{s}", tmp_path / f"stacked{s}"
+        assert without_seconds(stacked_metrics) == without_seconds(alone)
+        assert without_seconds(json.loads((stacked_dir / "metrics.json").read_text())) == without_seconds(alone)
+        for name in (record.CSV_NAME, record.GRAD_TIME_CSV):
+            assert (stacked_dir / name).read_bytes() == (alone_dir / name).read_bytes(), name
+        assert stacked_metrics["seed"] == s and stacked_metrics["steps"] > 0
+    assert group[0]["test_acc"] != group[1]["test_acc"] or group[0]["W_pre_max"] != group[1]["W_pre_max"]
+
+
+def tensors_equal(a, b) -> bool:
+    """Two checkpoint values equal, tensors bit for bit; a path differs in its run dir only."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and list(a) == list(b) and all(tensors_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(tensors_equal(x, y) for x, y in zip(a, b))
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and torch.equal(a, b)
+    return a == b
+
+
+@pytest.mark.slow
+def test_a_stacked_seeds_checkpoints_are_its_own_runs(make_cfg, tmp_path):
+    """Weights, optimizer state, monitors' rows, data order, loops: those its own run saves."""
+    solo_and_group(make_cfg, tmp_path, "lstm")
+    for s in (0, 1):
+        names = sorted(p.name for p in (tmp_path / f"solo{s}" / "checkpoints").iterdir())
+        assert names == sorted(p.name for p in (tmp_path / f"stacked{s}" / "checkpoints").iterdir())
+        for name in names:
+            alone = load_checkpoint(tmp_path / f"solo{s}" / "checkpoints" / name, name)
+            mine = load_checkpoint(tmp_path / f"stacked{s}" / "checkpoints" / name, name)
+            text = repr(mine["callbacks"]).replace(f"stacked{s}", f"solo{s}")
+            assert list(mine) == list(alone)
+            for key in alone:
+                if key != "callbacks":
+                    assert tensors_equal(mine[key], alone[key]), key
+            assert list(mine["callbacks"]) == list(alone["callbacks"])
+            for key, state in alone["callbacks"].items():
+                if key.startswith("ModelCheckpoint"):
+                    assert repr(state) in text, key  # the same, but for the run dir in its paths
+                else:
+                    assert tensors_equal(mine["callbacks"][key], state), key
+
+
+@pytest.mark.slow
+def test_a_stacked_seed_resumed_alone_goes_on_as_its_own_run(make_cfg, tmp_path):
+    cfg = make_cfg("length=10", "seed=1", *SETTINGS["srn"])
+    two = [make_cfg("length=10", f"seed={s}", *SETTINGS["srn"]) for s in (0, 1)]
+    stacked.run_group([(c, tmp_path / f"stacked{i}") for i, c in enumerate(two)])
+    three = make_cfg("length=10", "seed=1", *SETTINGS["srn"], "trainer.max_epochs=3",
+                     f"resume={tmp_path / 'stacked1' / 'checkpoints' / 'last.ckpt'}")
+    train.run(three, tmp_path / "stacked1")
+    train.run(make_cfg("length=10", "seed=1", *SETTINGS["srn"], "trainer.max_epochs=3"), tmp_path / "solo")
+    assert cfg.seed == 1
+    for name in (record.CSV_NAME, record.GRAD_TIME_CSV):
+        assert (tmp_path / "stacked1" / name).read_bytes() == (tmp_path / "solo" / name).read_bytes()
+
+
+@pytest.mark.parametrize("cell", ["srn", "lstm"])
+def test_the_stacked_model_gives_each_seed_its_own_models_loss_and_gradients(cell):
+    models = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        models.append(SeqClassifier(10, 8, 8, 19, cell))
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 10, (3, 5, 7), generator=gen), torch.randint(0, 19, (3, 5), generator=gen)
+    alone = []
+    for s, m in enumerate(models):
+        loss = F.cross_entropy(m(x[s]), y[s], reduction="sum")
+        loss.backward()
+        alone.append((loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}))
+    stacked_model = StackedSeqClassifier(models, cell)
+    logits = stacked_model(x)
+    losses = torch.stack([F.cross_entropy(logits[s], y[s], reduction="sum") for s in range(3)])
+    losses.sum().backward()
+    stacked_model.seed_views(models)
+    stacked_model.share_grads(models)
+    for s, m in enumerate(models):
+        assert torch.equal(losses[s].detach(), alone[s][0])
+        for n, p in m.named_parameters():
+            assert torch.equal(p.grad, alone[s][1][n]), n
+            assert p.data.data_ptr() == stacked_model.param(n).data[s].data_ptr()  # a view: updated with it
+
+
+def test_what_cannot_be_stacked_is_named(make_cfg):
+    srn = [make_cfg(f"seed={s}") for s in (0, 1)]
+    assert stacked.stackable(srn) is None
+    assert "gru" in stacked.stackable([make_cfg(f"seed={s}", "model=gru") for s in (0, 1)])
+    assert stacked.stackable(srn[:1]) == "one seed"
+    assert "chdir" in stacked.stackable(srn, chdir=True)
