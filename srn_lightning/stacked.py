@@ -36,11 +36,11 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from srn_lightning import answer, attempts, clipping, cluster, interrupts, measurements, record, train
 from srn_lightning.callbacks import CheckedCheckpointIO, GradFlowMonitor, RunConfig
-from srn_lightning.data import NUM_CLASSES, DigitSumDataModule
+from srn_lightning.data import COPIES, NUM_CLASSES, DigitSumDataModule
 from srn_lightning.files import naming
 from srn_lightning.module import OPTIMIZERS, SRNClassifier, module_from_config
 from srn_lightning.resume import RUN_CONFIG_STATE, run_config, take_checked
-from srn_lightning.stacked_model import CELLS, SeedCell, StackedSeqClassifier
+from srn_lightning.stacked_model import CELLS, SeedCell, StackedSeqClassifier, differs_from_single
 
 log = logging.getLogger(__name__)
 
@@ -377,6 +377,18 @@ def build(members: list[tuple]) -> Group:
     return Group(trainer, module, StackedData([s.data for s in seeds]), seeds)
 
 
+def numbers_differ(group: Group) -> str | None:
+    """Why the group's stacked model would not give each seed its run's numbers on this machine
+    (`stacked_model.differs_from_single`, at the run's batch sizes), else None."""
+    cfg = group.seeds[0].cfg
+    sizes = {cfg.batch_size}
+    for split in ("train", "dev"):
+        last = (100 * COPIES[split]) % cfg.batch_size
+        sizes |= {last} if last else set()
+    return differs_from_single([s.module.model for s in group.seeds], str(cfg.model.cell), sizes,
+                               cfg.length, str(cfg.reduction))
+
+
 def seed_tags(m: measurements.Measurement, index: int) -> measurements.Measurement:
     """A seed's measurement, its logger tags marked as its own."""
     def marked(tags):
@@ -398,6 +410,9 @@ def run_group(members: list[tuple], sweep_dir=None) -> list[dict]:
     with interrupts.Phases() as phases:
         try:
             group = build(members)
+            why = numbers_differ(group)
+            if why:
+                raise Unstacked(why)
             log.info("seeds %s of one setting trained side by side, as one stacked model",
                      ", ".join(str(s.cfg.seed) for s in group.seeds))
             phases.enter("data")

@@ -14,9 +14,11 @@ works on that model as it does on the seed's own run.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from srn_lightning.model import SeqClassifier
@@ -143,3 +145,32 @@ class SeedCell:
     @cell_states.setter
     def cell_states(self, value: list) -> None:
         self._stacked.cell_states = list(value)
+
+
+def differs_from_single(models: list[SeqClassifier], cell: str, batch_sizes, length: int,
+                        reduction: str) -> str | None:
+    """Whether the stacked model gives each seed other numbers than its single model on this machine,
+    at these sizes: one step (loss, every parameter's gradient, logits) at each of `batch_sizes`
+    (a full batch and an epoch's last), on random digits; the reason if it does, else None.
+    Whether a batched matmul sums in the order of the single one depends on the sizes and the
+    threads (the project's sizes on one thread: the same bits); the models are left as they were."""
+    gen = torch.Generator().manual_seed(0)
+    copies = [copy.deepcopy(m) for m in models]
+    stacked = StackedSeqClassifier(copies, cell)
+    for batch in sorted(set(batch_sizes)):
+        x = torch.randint(0, 10, (len(models), batch, length), generator=gen)
+        y = torch.randint(0, models[0].linear.out_features, (len(models), batch), generator=gen)
+        logits = stacked(x)
+        losses = [F.cross_entropy(logits[s], y[s], reduction=reduction) for s in range(len(models))]
+        grads = torch.autograd.grad(torch.stack(losses).sum(), list(stacked.params))
+        for s, m in enumerate(copies):
+            own = m(x[s])
+            loss = F.cross_entropy(own, y[s], reduction=reduction)
+            own_grads = torch.autograd.grad(loss, list(m.parameters()))
+            if not torch.equal(own, logits[s]) or not torch.equal(loss, losses[s]):
+                return f"a batch of {batch}: the stacked model's loss is not the single model's, bit for bit"
+            for name, g, g_own in zip(stacked.names, grads, own_grads):
+                if not torch.equal(g[s], g_own):
+                    return (f"a batch of {batch}: the stacked gradient of {name} is not the single "
+                            f"model's, bit for bit ({torch.get_num_threads()} torch threads)")
+    return None

@@ -100,9 +100,9 @@ def test_the_stacked_model_gives_each_seed_its_own_models_loss_and_gradients(cel
     models = []
     for seed in range(3):
         torch.manual_seed(seed)
-        models.append(SeqClassifier(10, 8, 8, 19, cell))
+        models.append(SeqClassifier(10, 32, 32, 19, cell))  # the sizes runs have
     gen = torch.Generator().manual_seed(0)
-    x, y = torch.randint(0, 10, (3, 5, 7), generator=gen), torch.randint(0, 19, (3, 5), generator=gen)
+    x, y = torch.randint(0, 10, (3, 8, 10), generator=gen), torch.randint(0, 19, (3, 8), generator=gen)
     alone = []
     for s, m in enumerate(models):
         loss = F.cross_entropy(m(x[s]), y[s], reduction="sum")
@@ -127,3 +127,24 @@ def test_what_cannot_be_stacked_is_named(make_cfg):
     assert "gru" in stacked.stackable([make_cfg(f"seed={s}", "model=gru") for s in (0, 1)])
     assert stacked.stackable(srn[:1]) == "one seed"
     assert "chdir" in stacked.stackable(srn, chdir=True)
+
+
+def test_sizes_where_a_batched_matmul_is_not_the_single_ones_are_found():
+    """At input and hidden size 8 a batched matmul sums W's gradient in another order than the
+    single one here: such a group runs its seeds one by one."""
+    models = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        models.append(SeqClassifier(10, 8, 8, 19, "srn"))
+    same = []
+    for seed in range(2):
+        torch.manual_seed(seed)
+        same.append(SeqClassifier(10, 32, 32, 19, "srn"))
+    assert "rnn_model.W" in stacked_model_differs(models)
+    assert stacked_model_differs(same) is None
+
+
+def stacked_model_differs(models):
+    from srn_lightning.stacked_model import differs_from_single
+
+    return differs_from_single(models, "srn", [8, 4], 10, "sum")
