@@ -1,8 +1,9 @@
 """The sequence classifiers of several seeds as one model: every parameter with a leading seed
 dimension, the same operations as `model.SeqClassifier` batched over the seeds. Pure torch.
 
-Each seed's numbers are its single model's, bit for bit, on the CPU with one thread: the embedding is
-a batched gather, the input projection one `bmm` per seed over the [batch * length, input] rows
+Each seed's numbers are its single model's, bit for bit, on the CPU (measured at the project's sizes
+on one and two threads; `differs_from_single` checks a group's sizes before it trains): the embedding
+is each seed's own lookup, the input projection one `bmm` per seed over the [batch * length, input] rows
 (the shape the single model's `matmul` flattens to, so its weight gradient sums in the same order),
 the recurrence `bmm(h, U)`, the classifier `baddbmm`. The seeds share no parameter, so the gradient
 of the sum of their losses is, for each seed, the gradient of its own loss.
@@ -61,7 +62,9 @@ class StackedSeqClassifier(nn.Module):
             digits = digits.expand(S, *digits.shape)
         B, L = digits.shape[1:]
         emb, W, U, b = (self.param(n) for n in ("embedding.weight", "rnn_model.W", "rnn_model.U", "rnn_model.b"))
-        x = emb[torch.arange(S, device=digits.device)[:, None, None], digits]  # [S, B, L, input]
+        # each seed's embedding by its own lookup: the kernel of its single model, whose backward sums
+        # a row's gradients in an order that depends on the threads (a batched gather's does otherwise)
+        x = torch.stack([F.embedding(digits[s], emb[s]) for s in range(S)])  # [S, B, L, input]
         xw = (torch.bmm(x.reshape(S, B * L, -1), W).reshape(S, B, L, -1) + b[:, None]).unbind(2)
         self.states, self.cell_states = [], []
         h = x.new_zeros(S, B, self.hidden_size)
