@@ -63,15 +63,39 @@ def member_overrides(overrides, seed: int) -> list[str]:
     return [f"seed={seed}" if SEED.fullmatch(o) else o for o in overrides]
 
 
-class GroupingLauncher:
-    """The configured launcher, handed the batch's jobs with the seeds of each setting as one job."""
+def spread(groups: list[list[int]], parallel: int) -> list[list[int]]:
+    """`groups`, the largest split in two (its first half the larger) until there are as many as
+    the launcher runs side by side, or every group is one job: no core waits while a group trains."""
+    groups = [list(g) for g in groups]
+    while len(groups) < parallel and any(len(g) > 1 for g in groups):
+        i = max(range(len(groups)), key=lambda k: len(groups[k]))
+        half = (len(groups[i]) + 1) // 2
+        groups[i:i + 1] = [groups[i][:half], groups[i][half:]]
+    return groups
 
-    def __init__(self, launcher) -> None:
-        self.launcher = launcher
+
+def side_by_side(launcher_cfg) -> int:
+    """How many jobs the launcher runs at once on this machine: joblib's `n_jobs` (negative: counted
+    back from the cores, as joblib does); 1 for any other (the basic launcher; a cluster's jobs
+    each have their own node)."""
+    import os
+
+    n_jobs = launcher_cfg.get("n_jobs")
+    if not isinstance(n_jobs, int) or isinstance(n_jobs, bool) or n_jobs == 0:
+        return 1
+    return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+
+
+class GroupingLauncher:
+    """The configured launcher, handed the batch's jobs with the seeds of each setting as one job
+    (as few as keep the launcher's parallel jobs busy)."""
+
+    def __init__(self, launcher, parallel: int) -> None:
+        self.launcher, self.parallel = launcher, parallel
 
     def launch(self, job_overrides, initial_job_idx: int):
         batch = [list(o) for o in job_overrides]
-        groups = seed_groups(batch)
+        groups = spread(seed_groups(batch), self.parallel)
         if all(len(g) == 1 for g in groups):
             return self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
         log.info("seeds of one setting side by side: %d jobs as %d groups (hydra.sweeper.stack_seeds=false: "
@@ -196,4 +220,4 @@ class SeedStackingSweeper(BasicSweeper):
             task_function = GroupTask(task_function, hydra_context, config)
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if self.stack_seeds:
-            self.launcher = GroupingLauncher(self.launcher)
+            self.launcher = GroupingLauncher(self.launcher, side_by_side(config.hydra.launcher))

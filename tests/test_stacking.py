@@ -28,6 +28,14 @@ def test_the_jobs_of_a_batch_that_differ_only_in_seed_are_one_group():
     assert stacking.seed_groups(by_seed) == [[0, 3], [1, 4], [2, 5]]
 
 
+def test_groups_are_split_while_the_launcher_would_have_a_worker_waiting():
+    assert stacking.spread([[0, 1, 2, 3, 4]], 2) == [[0, 1, 2], [3, 4]]
+    assert stacking.spread([[0, 1, 2, 3, 4]], 1) == [[0, 1, 2, 3, 4]]
+    assert stacking.spread([[0, 1, 2], [3, 4, 5]], 2) == [[0, 1, 2], [3, 4, 5]]
+    assert stacking.spread([[0, 1], [2]], 4) == [[0], [1], [2]]
+    assert stacking.side_by_side({"n_jobs": 2}) == 2 and stacking.side_by_side({}) == 1
+
+
 def test_a_job_without_a_seed_of_its_own_is_a_group_alone():
     batch = [["lr=0.1"], ["lr=0.2"], ["lr=0.1", "seed=007"], ["lr=0.1", "seed=7"], ["lr=0.1", "seed=8"]]
     assert stacking.seed_groups(batch) == [[0], [1], [2], [3, 4]]
