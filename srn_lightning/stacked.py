@@ -107,7 +107,7 @@ class StackedClassifier(LightningModule):
         return self.seed_losses.sum()  # the seeds share no parameter: each one's gradient is its own loss's
 
     def on_after_backward(self) -> None:
-        self.model.share_grads([m.model for m in self.seed_modules])
+        self.model.share_grads()
 
     def _eval_step(self, batch, accs, losses) -> None:
         x, y = batch

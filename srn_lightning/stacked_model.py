@@ -40,6 +40,8 @@ class StackedSeqClassifier(nn.Module):
         self.params = nn.ParameterList(
             torch.stack([dict(m.named_parameters())[n].detach() for m in models]).clone()
             for n in self.names)
+        self._index = {n: i for i, n in enumerate(self.names)}
+        self._views: list[tuple[torch.Tensor, nn.Parameter, int]] = []  # (a seed's parameter, stacked, seed)
         self.hidden_size = models[0].rnn_model.hidden_size
         self.keep_states = False  # as the cell's: h_t (and c_t) kept, gradients retained
         self.states: list[torch.Tensor] = []
@@ -47,7 +49,7 @@ class StackedSeqClassifier(nn.Module):
         self.stop_point: Callable[[], None] | None = None
 
     def param(self, name: str) -> nn.Parameter:
-        return self.params[self.names.index(name)]
+        return self.params[self._index[name]]
 
     def _keep(self, kept: list, state: torch.Tensor) -> None:
         if self.keep_states and state.requires_grad:
@@ -91,17 +93,19 @@ class StackedSeqClassifier(nn.Module):
     def seed_views(self, models: list[SeqClassifier]) -> None:
         """Points each seed's model's parameters at its slice of the stacked ones (and its
         gradients, with `share_grads`, after each backward pass)."""
+        self._views = []
         for s, m in enumerate(models):
             for n, p in m.named_parameters():
                 p.data = self.param(n).data[s]
+                self._views.append((p, self.param(n), s))
 
-    def share_grads(self, models: list[SeqClassifier]) -> None:
-        """Each seed's model's `.grad`: its slice of the stacked gradients (None where there is
-        none), so that clipping a seed's gradients clips the stacked ones."""
-        for s, m in enumerate(models):
-            for n, p in m.named_parameters():
-                g = self.param(n).grad
-                p.grad = None if g is None else g[s]
+    def share_grads(self) -> None:
+        """Each seed's model's `.grad` (of the models given to `seed_views`): its slice of the
+        stacked gradients (None where there is none), so that clipping a seed's gradients clips
+        the stacked ones."""
+        for p, stacked, s in self._views:
+            g = stacked.grad
+            p.grad = None if g is None else g[s]
 
 
 class SeedState:

@@ -113,7 +113,7 @@ def test_the_stacked_model_gives_each_seed_its_own_models_loss_and_gradients(cel
     losses = torch.stack([F.cross_entropy(logits[s], y[s], reduction="sum") for s in range(3)])
     losses.sum().backward()
     stacked_model.seed_views(models)
-    stacked_model.share_grads(models)
+    stacked_model.share_grads()
     for s, m in enumerate(models):
         assert torch.equal(losses[s].detach(), alone[s][0])
         for n, p in m.named_parameters():
