@@ -74,6 +74,17 @@ def spread(groups: list[list[int]], parallel: int) -> list[list[int]]:
     return groups
 
 
+LENGTH = re.compile(r"length=([0-9]+)")
+
+
+def longest_first(batch, groups: list[list[int]]) -> list[list[int]]:
+    """`groups` with the longest sequences first (a step's cost grows with the length), the others
+    in their order: with jobs side by side, the longest group does not start last and run alone."""
+    def length(group):
+        return max((int(m.group(1)) for o in batch[group[0]] if (m := LENGTH.fullmatch(o))), default=0)
+    return sorted(groups, key=length, reverse=True)
+
+
 def side_by_side(launcher_cfg) -> int:
     """How many jobs the launcher runs at once on this machine: joblib's `n_jobs` (negative: counted
     back from the cores, as joblib does); 1 for any other (the basic launcher; a cluster's jobs
@@ -96,6 +107,8 @@ class GroupingLauncher:
     def launch(self, job_overrides, initial_job_idx: int):
         batch = [list(o) for o in job_overrides]
         groups = spread(seed_groups(batch), self.parallel)
+        if self.parallel > 1:
+            groups = longest_first(batch, groups)
         if all(len(g) == 1 for g in groups):
             return self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
         log.info("seeds of one setting side by side: %d jobs as %d groups (hydra.sweeper.stack_seeds=false: "

@@ -36,6 +36,11 @@ def test_groups_are_split_while_the_launcher_would_have_a_worker_waiting():
     assert stacking.side_by_side({"n_jobs": 2}) == 2 and stacking.side_by_side({}) == 1
 
 
+def test_groups_side_by_side_start_with_the_longest_sequences():
+    assert stacking.longest_first(BATCH, [[0, 1], [2, 3], [4, 5]]) == [[4, 5], [0, 1], [2, 3]]
+    assert stacking.longest_first([["lr=1"], ["lr=2"]], [[0], [1]]) == [[0], [1]]
+
+
 def test_a_job_without_a_seed_of_its_own_is_a_group_alone():
     batch = [["lr=0.1"], ["lr=0.2"], ["lr=0.1", "seed=007"], ["lr=0.1", "seed=7"], ["lr=0.1", "seed=8"]]
     assert stacking.seed_groups(batch) == [[0], [1], [2], [3, 4]]
