@@ -35,7 +35,7 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from srn_lightning import answer, attempts, clipping, cluster, interrupts, measurements, record, train
-from srn_lightning.callbacks import CheckedCheckpointIO, GradFlowMonitor, RunConfig
+from srn_lightning.callbacks import CheckedCheckpointIO, Diverged, GradFlowMonitor, GradNormMonitor, RunConfig, StopOnNonFinite
 from srn_lightning.data import COPIES, NUM_CLASSES, DigitSumDataModule
 from srn_lightning.files import naming
 from srn_lightning.module import OPTIMIZERS, SRNClassifier, module_from_config
@@ -227,6 +227,56 @@ class SeedCallbacks(Callback):
         self._each("on_exception", trainer, exception)
 
 
+class SeedGradNorms(Callback):
+    """Every seed's gradient norms at once (`callbacks.GradNormMonitor`'s row: the seed's loss, the
+    norms of its W, U, b and of all its gradients, before and after clipping), each row handed to
+    that seed's own monitor; and `callbacks.StopOnNonFinite`'s check for all of them. A norm over a
+    seed's slice of the stacked gradient is the norm of its own, bit for bit (the same reduction
+    over the same contiguous numbers; tests/test_stacked.py), for a fraction of the operations."""
+
+    def __init__(self, stacked: StackedSeqClassifier, seeds: list) -> None:
+        self.stacked, self.seeds = stacked, seeds
+        self.monitors = [s.measured[0].monitor for s in seeds]
+        names = {id(p): n for n, p in seeds[0].module.model.named_parameters()}
+        tracked = seeds[0].module.tracked_parameters().values()
+        self.tracked = [stacked.names.index(names[id(p)]) for p in tracked]
+        self._loss: torch.Tensor | None = None
+        self._pre: torch.Tensor | None = None
+
+    @staticmethod
+    def _per_seed(tensors: list[torch.Tensor]) -> torch.Tensor:
+        """[seeds, len(tensors)]: each seed's L2 norm of each tensor's slice."""
+        return torch.stack([torch.linalg.vector_norm(t, dim=tuple(range(1, t.dim()))) for t in tensors], dim=1)
+
+    def _norms(self) -> torch.Tensor:
+        per = self._per_seed([p.grad for p in self.stacked.params])
+        return torch.cat([per[:, self.tracked], torch.linalg.vector_norm(per, dim=1, keepdim=True)], dim=1)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        for monitor, seed in zip(self.monitors, self.seeds):
+            monitor.on_fit_start(trainer, seed.module)
+
+    def on_before_backward(self, trainer, pl_module, loss) -> None:
+        self._loss = pl_module.seed_losses.detach()[:, None]
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self._pre = torch.cat([self._loss, self._norms()], dim=1)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self._pre is None:  # no optimizer step ran for this batch
+            for monitor in self.monitors:
+                monitor.latest = None
+            return
+        rows = torch.cat([self._pre, self._norms()], dim=1)
+        self._pre = None
+        for monitor, row in zip(self.monitors, rows):
+            monitor.append(trainer, row)
+        with torch.no_grad():
+            weights = torch.linalg.vector_norm(self._per_seed(list(self.stacked.params)), dim=1, keepdim=True)
+        if not torch.isfinite(torch.cat([rows, weights], dim=1)).all():
+            raise Diverged(trainer.global_step - 1)
+
+
 class SeedLogger(TensorBoardLogger):
     """A seed's TensorBoard logger in the group's Trainer: the metrics of its seed (`<tag>@seed<i>`)
     under their own tags, and those of no seed (`epoch`); not the other seeds'."""
@@ -367,8 +417,9 @@ def build(members: list[tuple]) -> Group:
     cfg = seeds[0].cfg
     trainer = Trainer(
         **cfg.trainer, default_root_dir=seeds[0].run_dir, logger=[s.logger for s in seeds],
-        callbacks=[*(cb for s in seeds for cb in (s.best, s.last)),
-                   *(SeedCallbacks(i, s.module, [cb for m in s.measured for cb in m.callbacks(s.run_dir)])
+        callbacks=[*(cb for s in seeds for cb in (s.best, s.last)), SeedGradNorms(module.model, seeds),
+                   *(SeedCallbacks(i, s.module, [cb for m in s.measured for cb in m.callbacks(s.run_dir)
+                                                 if not isinstance(cb, (GradNormMonitor, StopOnNonFinite))])
                      for i, s in enumerate(seeds))],
         plugins=[SeedCheckpointIO(seeds), cluster.lightning_environment()],
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),

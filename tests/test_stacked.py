@@ -148,3 +148,21 @@ def stacked_model_differs(models):
     from srn_lightning.stacked_model import differs_from_single
 
     return differs_from_single(models, "srn", [8, 4], 10, "sum")
+
+
+@pytest.mark.parametrize("gates", [1, 4])
+def test_a_norm_over_a_seeds_slice_is_the_norm_of_its_own_gradient(gates):
+    """What `stacked.SeedGradNorms` relies on, at the shapes of the classifier's parameters."""
+    from torch.nn.utils import get_total_norm
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(50):
+        scale = 10.0 ** torch.randint(-8, 8, (), generator=gen).item()
+        grads = [scale * torch.randn(5, *shape, generator=gen) for shape in
+                 ((32, 32 * gates), (32, 32 * gates), (1, 32 * gates), (10, 32), (19, 32), (19,))]
+        per = stacked.SeedGradNorms._per_seed(grads)
+        total = torch.linalg.vector_norm(per, dim=1)
+        for s in range(5):
+            own = [g[s].clone() for g in grads]
+            assert torch.equal(per[s], torch.stack([torch.linalg.vector_norm(g) for g in own]))
+            assert torch.equal(total[s], get_total_norm(own))
