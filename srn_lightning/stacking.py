@@ -26,42 +26,9 @@ from pathlib import Path
 # importable from here only
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
+from srn_lightning.seed_groups import group_overrides, member_overrides, seed_groups
+
 log = logging.getLogger(__name__)
-
-SEED = re.compile(r"seed=(0|[1-9][0-9]*)")  # an override of the seed, as it round-trips
-GROUP_DIR = ".stacked"
-
-
-def seed_groups(batch) -> list[list[int]]:
-    """The positions of a batch's jobs grouped by everything but their seed, in the batch's order:
-    jobs whose overrides are the same but for one `seed=<n>` (at the same place)."""
-    groups: dict[tuple, list[int]] = {}
-    for i, overrides in enumerate(batch):
-        seeds = [j for j, o in enumerate(overrides) if SEED.fullmatch(o)]
-        if len(seeds) == 1:
-            key = (seeds[0], *(o for j, o in enumerate(overrides) if j != seeds[0]))
-        else:
-            key = ("job", i)  # no seed of its own to group by
-        groups.setdefault(key, []).append(i)
-    return list(groups.values())
-
-
-def group_overrides(batch, group: list[int], first_num: int) -> list[str]:
-    """The overrides of the job that stands for `group`: its first job's, with the members (each
-    one's job number and seed) and the group's own dir, as `hydra.*` overrides (not the job's)."""
-    members = ",".join(f"[{first_num + i},{seed_of(batch[i])}]" for i in group)
-    return [*batch[group[0]], f"hydra.sweeper.group=[{members}]",
-            f"hydra.sweep.subdir={GROUP_DIR}/{first_num + group[0]}"]
-
-
-def seed_of(overrides) -> int:
-    return next(int(SEED.fullmatch(o).group(1)) for o in overrides if SEED.fullmatch(o))
-
-
-def member_overrides(overrides, seed: int) -> list[str]:
-    """A group's member's overrides: the first member's, with its own seed."""
-    return [f"seed={seed}" if SEED.fullmatch(o) else o for o in overrides]
-
 
 def spread(groups: list[list[int]], parallel: int) -> list[list[int]]:
     """`groups`, the largest split in two (its first half the larger) until there are as many as

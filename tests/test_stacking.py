@@ -9,7 +9,7 @@ import subprocess
 import pytest
 from hydra import compose, initialize_config_dir
 
-from srn_lightning import stacking
+from srn_lightning import seed_groups, stacking
 from srn_lightning.config import CONFIG_DIR
 
 from .conftest import QUIET, run_cli
@@ -22,10 +22,10 @@ BATCH = [
 
 
 def test_the_jobs_of_a_batch_that_differ_only_in_seed_are_one_group():
-    assert stacking.seed_groups(BATCH) == [[0, 1], [2, 3], [4, 5]]
+    assert seed_groups.seed_groups(BATCH) == [[0, 1], [2, 3], [4, 5]]
     # the batch's order is the plain sweep's (seed innermost or not)
     by_seed = [BATCH[i] for i in (0, 2, 4, 1, 3, 5)]
-    assert stacking.seed_groups(by_seed) == [[0, 3], [1, 4], [2, 5]]
+    assert seed_groups.seed_groups(by_seed) == [[0, 3], [1, 4], [2, 5]]
 
 
 def test_groups_are_split_while_the_launcher_would_have_a_worker_waiting():
@@ -43,14 +43,17 @@ def test_groups_side_by_side_start_with_the_longest_sequences():
 
 def test_a_job_without_a_seed_of_its_own_is_a_group_alone():
     batch = [["lr=0.1"], ["lr=0.2"], ["lr=0.1", "seed=007"], ["lr=0.1", "seed=7"], ["lr=0.1", "seed=8"]]
-    assert stacking.seed_groups(batch) == [[0], [1], [2], [3, 4]]
+    assert seed_groups.seed_groups(batch) == [[0], [1], [2], [3, 4]]
 
 
 def test_a_group_travels_as_its_first_jobs_overrides_with_its_members_in_the_hydra_namespace():
-    overrides = stacking.group_overrides(BATCH, [4, 5], first_num=10)
+    overrides = seed_groups.group_overrides(BATCH, [4, 5], first_num=10)
     assert overrides == ["model=srn", "length=20", "seed=0", "hydra.sweeper.group=[[14,0],[15,1]]",
                          "hydra.sweep.subdir=.stacked/14"]
-    assert stacking.member_overrides(BATCH[4], 1) == BATCH[5]
+    assert seed_groups.member_overrides(BATCH[4], 1) == BATCH[5]
+    # what a launcher that accounts for each job (the Slurm one) reads back
+    assert seed_groups.members(overrides, 2) == [(14, BATCH[4]), (15, BATCH[5])]
+    assert seed_groups.members(BATCH[0], 3) == [(3, BATCH[0])]
 
 
 def composed_sweeper(*overrides: str):
