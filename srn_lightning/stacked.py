@@ -471,8 +471,6 @@ def run_group(members: list[tuple], sweep_dir=None) -> list[dict]:
             phases.enter("fit")
             outcome = train.fit(train.Built(group.trainer, group.module, group.datamodule, [], None), None)
             if outcome["status"] == "diverged":
-                for s in group.seeds:
-                    attempts.start_over(s.run_dir)
                 raise Unstacked(f"a seed diverged at step {outcome['diverged_step']}")
             if outcome["status"] == "interrupted":
                 raise interrupts.Interrupted("fit", phases.signum or signal.SIGINT)
@@ -484,6 +482,8 @@ def run_group(members: list[tuple], sweep_dir=None) -> list[dict]:
             each_seed(group, members, lambda cfg, run_dir, built: train.stop_interrupted(
                 cfg, built, run_dir, stop, {}, None, sweep_dir))
         except Unstacked:
+            for _, run_dir in members:  # nothing of the group's attempt is kept
+                attempts.start_over(Path(run_dir))
             raise
         except Exception as err:
             if group is None:

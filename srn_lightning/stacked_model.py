@@ -24,7 +24,7 @@ from torch import nn
 
 from srn_lightning.model import SeqClassifier
 
-CELLS = ("srn", "lstm")  # the cells stacked; another cell's seeds run one by one
+CELLS = ("srn", "lstm", "gru")  # the cells stacked; another cell's seeds run one by one
 
 
 class StackedSeqClassifier(nn.Module):
@@ -74,6 +74,13 @@ class StackedSeqClassifier(nn.Module):
         for xw_t in xw:
             if self.cell == "srn":
                 h = torch.tanh(xw_t + torch.bmm(h, U))
+            elif self.cell == "gru":
+                hidden = self.hidden_size
+                x_z, x_r, x_n = xw_t.split(hidden, dim=2)
+                z, r = torch.sigmoid(torch.cat([x_z, x_r], dim=2) + torch.bmm(h, U[:, :, : 2 * hidden])
+                                     ).split(hidden, dim=2)
+                n = torch.tanh(x_n + torch.bmm(r * h, U[:, :, 2 * hidden:]))
+                h = z * h + (1 - z) * n
             else:
                 i, f, o, candidate = (xw_t + torch.bmm(h, U)).chunk(4, dim=2)
                 c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(candidate)

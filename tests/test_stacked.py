@@ -19,6 +19,7 @@ from srn_lightning.stacked_model import StackedSeqClassifier
 SETTINGS = {
     "srn": ["model=srn", "clip=norm_each", "trainer.max_epochs=2"],
     "lstm": ["model=lstm", "experiment=memory", "trainer.max_epochs=2", "batch_size=32", "record_every=3"],
+    "gru": ["model=gru", "clip=value", "trainer.max_epochs=2"],
 }
 
 
@@ -34,7 +35,7 @@ def without_seconds(metrics: dict) -> dict:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("setting", ["srn", "lstm"])
+@pytest.mark.parametrize("setting", ["srn", "lstm", "gru"])
 def test_each_seed_of_a_stacked_group_leaves_its_own_runs_record(make_cfg, tmp_path, setting):
     solo, group = solo_and_group(make_cfg, tmp_path, setting)
     for s, (alone, stacked_metrics) in enumerate(zip(solo, group)):
@@ -95,7 +96,7 @@ def test_a_stacked_seed_resumed_alone_goes_on_as_its_own_run(make_cfg, tmp_path)
         assert (tmp_path / "stacked1" / name).read_bytes() == (tmp_path / "solo" / name).read_bytes()
 
 
-@pytest.mark.parametrize("cell", ["srn", "lstm"])
+@pytest.mark.parametrize("cell", ["srn", "lstm", "gru"])
 def test_the_stacked_model_gives_each_seed_its_own_models_loss_and_gradients(cell):
     models = []
     for seed in range(3):
@@ -124,7 +125,7 @@ def test_the_stacked_model_gives_each_seed_its_own_models_loss_and_gradients(cel
 def test_what_cannot_be_stacked_is_named(make_cfg):
     srn = [make_cfg(f"seed={s}") for s in (0, 1)]
     assert stacked.stackable(srn) is None
-    assert "gru" in stacked.stackable([make_cfg(f"seed={s}", "model=gru") for s in (0, 1)])
+    assert "num_workers" in stacked.stackable([make_cfg(f"seed={s}", "data.num_workers=1") for s in (0, 1)])
     assert stacked.stackable(srn[:1]) == "one seed"
     assert "chdir" in stacked.stackable(srn, chdir=True)
 
@@ -166,3 +167,16 @@ def test_a_norm_over_a_seeds_slice_is_the_norm_of_its_own_gradient(gates):
             own = [g[s].clone() for g in grads]
             assert torch.equal(per[s], torch.stack([torch.linalg.vector_norm(g) for g in own]))
             assert torch.equal(total[s], get_total_norm(own))
+
+
+@pytest.mark.slow
+def test_a_group_whose_seed_diverges_leaves_nothing_for_its_seeds_to_run_one_by_one(make_cfg, tmp_path):
+    """A diverged run stops at its step; a stacked model would go on: the group gives way."""
+    from srn_lightning import attempts
+
+    cfgs = [make_cfg("length=10", f"seed={s}", "lr=1e30", "trainer.max_epochs=2") for s in (0, 1)]
+    with pytest.raises(stacked.Unstacked, match="a seed diverged at step 0"):
+        stacked.run_group([(c, tmp_path / f"stacked{i}") for i, c in enumerate(cfgs)])
+    assert train.run(cfgs[0], tmp_path / "solo")["status"] == "diverged"  # as its own run says
+    for i in (0, 1):
+        assert not any((tmp_path / f"stacked{i}" / n).exists() for n in (*attempts.RUN_FILES, *attempts.RUN_DIRS))
