@@ -26,7 +26,7 @@ from typing import NamedTuple
 import hydra
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import Callback, LightningDataModule, LightningModule
+from lightning.pytorch import Callback, LightningDataModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import CombinedLoader
@@ -75,15 +75,21 @@ class Unstacked(Exception):
 
 # ---- the LightningModule and DataModule of a group -------------------------------------------
 
-class StackedClassifier(LightningModule):
+class StackedClassifier(SRNClassifier):
     """The LightningModules of a group's seeds (`SRNClassifier`s, each built under its seed) as one:
     their models stacked; a loss, metrics and clipping per seed. The seeds' own modules stay, with
     their parameters and gradients views of the stacked ones (`seed_modules`), for what works on
-    one seed's run: its monitors, its clipping, its checkpoint."""
+    one seed's run: its monitors, its clipping, its checkpoint. Validation and test are the
+    single module's steps, over every seed's metrics.
 
-    def __init__(self, seed_modules: list[SRNClassifier]) -> None:
-        super().__init__()
-        self.save_hyperparameters(dict(seed_modules[0].hparams))
+    Example::
+
+        StackedClassifier(**seed_modules[0].hparams).stack(seed_modules)
+    """
+
+    def stack(self, seed_modules: list[SRNClassifier]) -> StackedClassifier:
+        """This module (built with the seeds' hyperparameters, as each one's run saves them) with
+        the seeds' models stacked in place of its single one, and a set of metrics per seed."""
         self.seed_modules = list(seed_modules)  # a plain list: not part of this module's parameters
         models = [m.model for m in seed_modules]
         self.model = StackedSeqClassifier(models, self.hparams.cell)
@@ -94,9 +100,7 @@ class StackedClassifier(LightningModule):
         self.val_loss = nn.ModuleList(MeanMetric(nan_strategy="disable") for _ in range(n))
         self.test_loss = nn.ModuleList(MeanMetric(nan_strategy="disable") for _ in range(n))
         self.seed_losses: torch.Tensor | None = None
-
-    def forward(self, digits: torch.Tensor) -> torch.Tensor:
-        return self.model(digits)
+        return self
 
     def training_step(self, batch, batch_idx):
         x = torch.stack([b[0] for b in batch])  # each seed's own batch
@@ -123,18 +127,6 @@ class StackedClassifier(LightningModule):
             acc.reset()
             loss.reset()
         self.log_dict(values)
-
-    def validation_step(self, batch, batch_idx) -> None:
-        self._eval_step(batch, self.val_acc, self.val_loss)
-
-    def on_validation_epoch_end(self) -> None:
-        self._log_eval_epoch(self.val_acc, self.val_loss, "val")
-
-    def test_step(self, batch, batch_idx) -> None:
-        self._eval_step(batch, self.test_acc, self.test_loss)
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval_epoch(self.test_acc, self.test_loss, "test")
 
     def configure_optimizers(self):
         # the stacked parameters in the order of a seed's own: its optimizer state is their slice
@@ -408,7 +400,7 @@ def build(members: list[tuple]) -> Group:
                             index=index)
         seeds.append(Seed(cfg, run_dir, module, data, measured, best, last, logger,
                           RunConfig(run_config(cfg))))
-    module = StackedClassifier([s.module for s in seeds])
+    module = StackedClassifier(**seeds[0].module.hparams).stack([s.module for s in seeds])
     module.model.stop_point = interrupts.stop_point
     for index, s in enumerate(seeds):
         for m in s.measured:

@@ -42,10 +42,20 @@ def test_each_seed_of_a_stacked_group_leaves_its_own_runs_record(make_cfg, tmp_p
         alone_dir, stacked_dir = tmp_path / f"solo{s}", tmp_path / f"stacked{s}"
         assert without_seconds(stacked_metrics) == without_seconds(alone)
         assert without_seconds(json.loads((stacked_dir / "metrics.json").read_text())) == without_seconds(alone)
-        for name in (record.CSV_NAME, record.GRAD_TIME_CSV):
+        for name in (record.CSV_NAME, record.GRAD_TIME_CSV, "tb/hparams.yaml"):
             assert (stacked_dir / name).read_bytes() == (alone_dir / name).read_bytes(), name
+        assert scalars(stacked_dir) == scalars(alone_dir)
         assert stacked_metrics["seed"] == s and stacked_metrics["steps"] > 0
     assert group[0]["test_acc"] != group[1]["test_acc"] or group[0]["W_pre_max"] != group[1]["W_pre_max"]
+
+
+def scalars(run_dir) -> dict:
+    """Every TensorBoard scalar of a run: tag -> [(step, value)] (wall times left out)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
 
 
 def tensors_equal(a, b) -> bool:
