@@ -94,7 +94,7 @@ def main(argv=None) -> None:
               "stacked_over_plain_loops_max": max(ratios),
               "one_job_a_seed_over_stacked_median": statistics.median(r["one job a seed"] / r["stacked"] for r in rows)}
     out = save_json(args.out, report)
-    print(f"| 5 seeds, {' '.join(SETTING)} | " + " | ".join(SIDES) + " | stacked / plain loops (max) |")
+    print(f"| 5 seeds, {' '.join([*SETTING, *args.overrides])} | " + " | ".join(SIDES) + " | stacked / plain loops (max) |")
     print("| --- | --- | --- | --- | --- |")
     print(f"| wall, median of {len(rows)} | " + " | ".join(f"{medians[n]:.1f} s" for n in SIDES)
           + f" | {report['stacked_over_plain_loops_median']:.2f} ({report['stacked_over_plain_loops_max']:.2f}) |")
