@@ -105,12 +105,23 @@ class GroupTask:
                                   for num, seed in group])
 
     def member_config(self, overrides: list[str], num: int):
-        """A member's config as a launcher composes its job's (basic launcher: id = number)."""
+        """A member's config as the launcher composes its job's, its id named as the launcher names
+        the group's job: its number (basic), `<task>_<number>` (joblib), or the job it runs in (a
+        cluster's job id)."""
+        from hydra.core.hydra_config import HydraConfig
         from omegaconf import open_dict
 
+        group = HydraConfig.get().job
+        group_id, group_num = group.id, str(group.num)
+        if str(group_id) == group_num:
+            job_id = num
+        elif str(group_id).endswith(f"_{group_num}"):
+            job_id = str(group_id)[: -len(group_num)] + str(num)
+        else:
+            job_id = group_id
         config = self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
         with open_dict(config):
-            config.hydra.job.id = num
+            config.hydra.job.id = job_id
             config.hydra.job.num = num
         return config
 
