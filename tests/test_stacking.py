@@ -68,6 +68,16 @@ def test_the_sweeper_is_the_projects_and_optuna_replaces_it():
     assert composed_sweeper("hparams_search=optuna")._target_.endswith("OptunaSweeper")
 
 
+def hydra_yaml(job_dir) -> dict:
+    """A job's .hydra/hydra.yaml, but for what names its sweep and the sweeper's on/off key."""
+    import yaml
+
+    hydra = yaml.safe_load((job_dir / ".hydra" / "hydra.yaml").read_text())["hydra"]
+    del hydra["sweep"]["dir"], hydra["sweeper"]["stack_seeds"], hydra["runtime"]["output_dir"]
+    hydra["overrides"]["hydra"] = [o for o in hydra["overrides"]["hydra"] if "sweep" not in o]
+    return hydra
+
+
 def read_csv(path):
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
@@ -93,6 +103,7 @@ def test_a_stacked_sweep_leaves_the_plain_sweeps_dirs_records_and_report(tmp_pat
     for job in jobs:
         for name in ("overrides.yaml", "config.yaml"):
             assert (stacked / job / ".hydra" / name).read_bytes() == (plain / job / ".hydra" / name).read_bytes()
+        assert hydra_yaml(stacked / job) == hydra_yaml(plain / job)
         assert (stacked / job / "grad_norms.csv").read_bytes() == (plain / job / "grad_norms.csv").read_bytes()
         mine, theirs = (json.loads((d / job / "metrics.json").read_text()) for d in (stacked, plain))
         assert without_seconds([mine]) == without_seconds([theirs]) and "requeues" not in mine
