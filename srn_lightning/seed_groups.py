@@ -28,11 +28,13 @@ def seed_groups(batch) -> list[list[int]]:
     return list(groups.values())
 
 
-def group_overrides(batch, group: list[int], first_num: int) -> list[str]:
+def group_overrides(batch, group: list[int], first_num: int, dir_offset: int = 0) -> list[str]:
     """The overrides of the job that stands for `group`: its first job's, with the members (each
-    one's job number and seed) and the group's own dir, as `hydra.*` overrides (not the job's)."""
+    one's job number and seed) and the group's own dir (named by its first job's number as the
+    dirs show it: `dir_offset` added), as `hydra.*` overrides (not the job's)."""
     members = ",".join(f"[{first_num + i},{seed_of(batch[i])}]" for i in group)
-    return [*batch[group[0]], f"{GROUP}=[{members}]", f"hydra.sweep.subdir={GROUP_DIR}/{first_num + group[0]}"]
+    return [*batch[group[0]], f"{GROUP}=[{members}]",
+            f"hydra.sweep.subdir={GROUP_DIR}/{dir_offset + first_num + group[0]}"]
 
 
 def seed_of(overrides) -> int:

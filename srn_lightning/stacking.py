@@ -64,6 +64,15 @@ def side_by_side(launcher_cfg) -> int:
     return n_jobs if n_jobs > 0 else max(1, (os.cpu_count() or 1) + 1 + n_jobs)
 
 
+def job_offset() -> int:
+    """What a job's number in its dir name adds to Hydra's: the jobs of the sweeps added to before."""
+    import os
+
+    from srn_lightning.preflight import JOB_OFFSET_ENV
+
+    return int(os.environ.get(JOB_OFFSET_ENV, "0"))
+
+
 class GroupingLauncher:
     """The configured launcher, handed the batch's jobs with the seeds of each setting as one job
     (as few as keep the launcher's parallel jobs busy)."""
@@ -80,7 +89,7 @@ class GroupingLauncher:
             return self.launcher.launch(job_overrides, initial_job_idx=initial_job_idx)
         log.info("seeds of one setting side by side: %d jobs as %d groups (hydra.sweeper.stack_seeds=false: "
                  "one job a seed)", len(batch), len(groups))
-        grouped = [group_overrides(batch, g, initial_job_idx) for g in groups]
+        grouped = [group_overrides(batch, g, initial_job_idx, dir_offset=job_offset()) for g in groups]
         return self.launcher.launch(grouped, initial_job_idx=initial_job_idx)
 
     def __getattr__(self, name: str):
