@@ -7,12 +7,15 @@ builds it), its data order (its own shuffling generator), its loss, its gradient
 clipping, its optimizer state (SGD and Adam work element by element, so one optimizer over the
 stacked parameters is each seed's), its best-on-dev checkpoint and its test. Its monitors,
 checkpoints and TensorBoard logger are those of its run, each seeing the seed's own model
-(`SeedCallbacks`), its metrics (`SeedLogger`), its part of every checkpoint (`SeedCheckpointIO`).
+(`SeedCallbacks`; the gradient norms of all seeds at once, `SeedGradNorms`), its metrics
+(`SeedLogger`), its part of every checkpoint (`SeedCheckpointIO`).
 
     run_group([(cfg_seed0, dir0), (cfg_seed1, dir1), ...], sweep_dir)
 
-`stackable` says why a group cannot be stacked (its seeds then run one by one); a group whose seed
-diverges is run again seed by seed (`Unstacked`), as the run of a diverged seed stops at its step.
+`stackable` says why a group cannot be stacked (its seeds then run one by one). A group gives way
+(`Unstacked`, nothing of it kept) when its stacked model would not give each seed its own model's
+bits at the run's sizes on this machine (`numbers_differ`, checked before training), or when a seed
+diverges (its run stops at that step; a stacked model goes on).
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from srn_lightning import answer, attempts, clipping, cluster, interrupts, measurements, record, train
-from srn_lightning.callbacks import CheckedCheckpointIO, Diverged, GradFlowMonitor, GradNormMonitor, RunConfig, StopOnNonFinite
+from srn_lightning.callbacks import (CheckedCheckpointIO, Diverged, GradFlowMonitor, GradNormMonitor, RunConfig,
+                                     StopOnNonFinite)
 from srn_lightning.data import COPIES, NUM_CLASSES, DigitSumDataModule
 from srn_lightning.files import naming
 from srn_lightning.module import OPTIMIZERS, SRNClassifier, module_from_config
@@ -69,8 +73,9 @@ def stackable(cfgs: list, chdir: bool = False) -> str | None:
 
 
 class Unstacked(Exception):
-    """The group's seeds must run one by one: one of them diverged (its run stops at that step,
-    which a stacked model does not). Nothing of the group's attempt is kept."""
+    """The group's seeds must run one by one: the stacked model would not give a seed its own
+    numbers here, or a seed diverged (its run stops at that step, which a stacked model does not).
+    Nothing of the group's attempt is kept."""
 
 
 # ---- the LightningModule and DataModule of a group -------------------------------------------
@@ -445,10 +450,12 @@ def seed_built(group: Group, seed: Seed) -> train.Built:
     return train.Built(SeedTrainer(group.trainer, seed.logger), seed.module, seed.data, seed.measured, seed.best)
 
 
-def run_group(members: list[tuple], sweep_dir=None) -> list[dict]:
+def run_group(members: list[tuple], sweep_dir=None, on_stop=None) -> list[dict]:
     """The runs of `members` ((config, run dir) of one setting's seeds) trained as one stacked
     model; each seed's record written to its dir as its own run writes it. Returns the records.
-    Raises `Unstacked` (nothing kept) if a seed diverges."""
+    Raises `Unstacked` (nothing kept) where the group gives way. Stopped by a signal: every seed's
+    record says so (`train.stop_interrupted`), then `on_stop` is called once with the signal's name,
+    and SystemExit is raised with the last seed's line."""
     group = None
     with interrupts.Phases() as phases:
         try:
@@ -472,7 +479,7 @@ def run_group(members: list[tuple], sweep_dir=None) -> list[dict]:
             return [finish(group, s, {**outcome, **tests[i]}, phases) for i, s in enumerate(group.seeds)]
         except interrupts.Interrupted as stop:
             each_seed(group, members, lambda cfg, run_dir, built: train.stop_interrupted(
-                cfg, built, run_dir, stop, {}, None, sweep_dir))
+                cfg, built, run_dir, stop, {}, None, sweep_dir), lambda: on_stop and on_stop(stop.signal))
         except Unstacked:
             for _, run_dir in members:  # nothing of the group's attempt is kept
                 attempts.start_over(Path(run_dir))
@@ -484,15 +491,17 @@ def run_group(members: list[tuple], sweep_dir=None) -> list[dict]:
                 cfg, built, run_dir, phases.phase, err, {}))
 
 
-def each_seed(group: Group | None, members: list[tuple], stop) -> None:
+def each_seed(group: Group | None, members: list[tuple], stop, then=None) -> None:
     """`stop(cfg, run_dir, built)`, which writes a seed's record and raises, for every seed (built:
-    None before the group was); then raises the last seed's."""
+    None before the group was); then `then()`, and raises the last seed's error."""
     last = None
     for i, (cfg, run_dir) in enumerate(members):
         try:
             stop(cfg, Path(run_dir), seed_built(group, group.seeds[i]) if group else None)
         except BaseException as err:  # SystemExit (interrupted) or RunFailed
             last = err
+    if then is not None:
+        then()
     raise last
 
 

@@ -150,7 +150,10 @@ def run_members(task: GroupTask, members: list) -> list:
 
     from srn_lightning.train import sweep_dir
 
+    from srn_lightning import cluster
+
     group_hydra = HydraConfig.get()
+    requeue = cluster.requeue_handler()  # before the group's own handlers replace it (as train.main)
     prepared = [task.run_job(config, prepare) for _, config in members]
     configure_log(group_hydra.job_logging, group_hydra.verbose)  # the group's own log, in its dir
     why = next((str(r.return_value) for r in prepared if r.status.name != "COMPLETED"), None)
@@ -166,10 +169,13 @@ def run_members(task: GroupTask, members: list) -> list:
             if why is None:
                 try:
                     records = stacked.run_group([(r.return_value[0], r.return_value[1]) for r in prepared],
-                                                sweep_dir(group_hydra))
+                                                sweep_dir(group_hydra),
+                                                on_stop=lambda name: cluster.requeue_after(name, requeue))
                     return [m["dev_best"] or 0.0 for m in records]
                 except stacked.Unstacked as err:
                     why = str(err)
+                except SystemExit as stop:
+                    raise worker_stop(stop, group_hydra) from None
     finally:
         from srn_lightning import locks
 
@@ -182,6 +188,19 @@ def run_members(task: GroupTask, members: list) -> list:
     if failed is not None:
         raise failed.return_value
     return [r.return_value for r in returns]
+
+
+def worker_stop(stop: SystemExit, hydra_cfg) -> BaseException:
+    """What a group stopped by a signal (its seeds' records written) raises, by train.main's rule:
+    in a joblib worker or a local submitit job, the job fails alone (`train.JobInterrupted`: a
+    worker that exits would take the pool and its other jobs with it); with the basic launcher or
+    on Slurm, the process exits."""
+    from srn_lightning.train import JobInterrupted
+
+    launcher = str(hydra_cfg.launcher.get("_target_", ""))
+    if isinstance(stop.code, str) and "basic_launcher" not in launcher and "slurm" not in launcher.lower():
+        return JobInterrupted(str(stop.code))
+    return stop
 
 
 def prepare(cfg):
