@@ -175,7 +175,7 @@ def run_members(task: GroupTask, members: list) -> list:
                 except stacked.Unstacked as err:
                     why = str(err)
                 except SystemExit as stop:
-                    raise worker_stop(stop, group_hydra) from None
+                    raise worker_stop(stop, group_hydra, task.task_function) from None
     finally:
         from srn_lightning import locks
 
@@ -190,16 +190,21 @@ def run_members(task: GroupTask, members: list) -> list:
     return [r.return_value for r in returns]
 
 
-def worker_stop(stop: SystemExit, hydra_cfg) -> BaseException:
+def worker_stop(stop: SystemExit, hydra_cfg, task_function) -> BaseException:
     """What a group stopped by a signal (its seeds' records written) raises, by train.main's rule:
-    in a joblib worker or a local submitit job, the job fails alone (`train.JobInterrupted`: a
-    worker that exits would take the pool and its other jobs with it); with the basic launcher or
-    on Slurm, the process exits."""
-    from srn_lightning.train import JobInterrupted
+    in a joblib worker or a local submitit job, the job fails alone (`JobInterrupted`: a worker
+    that exits would take the pool and its other jobs with it); with the basic launcher or on
+    Slurm, the process exits. The JobInterrupted is the one of `task_function`'s module, which the
+    launching process catches: under `python -m srn_lightning.train` that module is `__main__`,
+    whose class is another than `srn_lightning.train.JobInterrupted`."""
+    import inspect
+
+    from srn_lightning import train
 
     launcher = str(hydra_cfg.launcher.get("_target_", ""))
     if isinstance(stop.code, str) and "basic_launcher" not in launcher and "slurm" not in launcher.lower():
-        return JobInterrupted(str(stop.code))
+        job_interrupted = inspect.unwrap(task_function).__globals__.get("JobInterrupted", train.JobInterrupted)
+        return job_interrupted(str(stop.code))
     return stop
 
 
