@@ -116,16 +116,20 @@ def test_a_sweep_whose_joblib_launcher_was_killed_continues_with_one_command(tmp
     # continued by the sweep's own launcher: its multirun.yaml says so
     assert "- hydra/launcher=joblib" in (sweep_dir / "multirun.yaml").read_text()
 
-def test_a_group_of_seeds_stopped_by_ctrl_c_continues_with_one_command(tmp_path, data_dir):
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]],
+                         ids=["basic", "joblib"])
+def test_a_group_of_seeds_stopped_by_ctrl_c_continues_with_one_command(tmp_path, data_dir, launcher):
     """The seeds trained side by side: each seed's record says it was interrupted and how to go
-    on; the continued sweep takes each seed up from its own last checkpoint, as its own job, to the
-    numbers of its uninterrupted run."""
-    proc = start(["-m", "seed=0,1", "threads=1"], tmp_path, data_dir)
+    on (in a joblib worker the job fails alone, in one line); the continued sweep takes each seed up
+    from its own last checkpoint, as its own job, to the numbers of its uninterrupted run."""
+    proc = start(["-m", "seed=0,1", "threads=1", *launcher], tmp_path, data_dir)
     wait_for("outputs/sweeps/*/*/1_*/checkpoints/last.ckpt", tmp_path, proc)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=120) != 0
     (sweep_dir,) = (tmp_path / "outputs" / "sweeps").glob("*/*")
-    assert "trained side by side" in (tmp_path / "sweep.log").read_text()
+    said = (tmp_path / "sweep.log").read_text()
+    assert "trained side by side" in said and "Traceback" not in said
+    assert "interrupted (SIGINT during fit) after" in said
     for n in (0, 1):
         m = metrics(next(sweep_dir.glob(f"{n}_*")))
         assert (m["status"], m["resume"]) == ("interrupted", f"python -m srn_lightning.train -m resume={sweep_dir}")
