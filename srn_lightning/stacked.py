@@ -30,7 +30,7 @@ import hydra
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningDataModule
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import CombinedLoader
 from torch import nn
@@ -181,35 +181,40 @@ class StackedData(LightningDataModule):
 # ---- what each seed sees of the group's Trainer --------------------------------------------------
 
 class SeedCallbacks(Callback):
-    """One seed's callbacks (its monitors and their writers, `measurements.Measurement.callbacks`)
-    in the group's Trainer: each hook is passed on with the seed's own module in place of the
-    stacked one, and, before the backward pass, the seed's own loss."""
+    """Every seed's callbacks (its monitors and their writers, `measurements.Measurement.callbacks`)
+    in the group's Trainer, as one: each hook is passed on to each seed's, with the seed's own
+    module in place of the stacked one and its own part of the batch (one callback for all seeds:
+    Lightning's cost of a callback is paid for every hook of every step)."""
 
-    def __init__(self, index: int, module: SRNClassifier, callbacks: list) -> None:
-        self.index, self.module, self.callbacks = index, module, callbacks
-
-    @property
-    def state_key(self) -> str:
-        return f"{type(self).__name__}{self.index}"
+    def __init__(self, seeds: list[tuple]) -> None:
+        self.seeds = seeds  # (module, callbacks) of each seed
 
     def _each(self, hook: str, trainer, *args) -> None:
-        for cb in self.callbacks:
-            getattr(cb, hook)(trainer, self.module, *args)
+        for module, callbacks in self.seeds:
+            for cb in callbacks:
+                getattr(cb, hook)(trainer, module, *args)
+
+    def _each_batch(self, hook: str, trainer, batch, *args) -> None:
+        for i, (module, callbacks) in enumerate(self.seeds):
+            for cb in callbacks:
+                getattr(cb, hook)(trainer, module, *args[:-1], batch[i], args[-1])
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._each("on_fit_start", trainer)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._each("on_train_batch_start", trainer, batch[self.index], batch_idx)
+        self._each_batch("on_train_batch_start", trainer, batch, batch_idx)
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
-        self._each("on_before_backward", trainer, pl_module.seed_losses[self.index])
+        for i, (module, callbacks) in enumerate(self.seeds):  # each seed's own loss
+            for cb in callbacks:
+                cb.on_before_backward(trainer, module, pl_module.seed_losses[i])
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         self._each("on_before_optimizer_step", trainer, optimizer)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        self._each("on_train_batch_end", trainer, outputs, batch[self.index], batch_idx)
+        self._each_batch("on_train_batch_end", trainer, batch, outputs, batch_idx)
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         self._each("on_train_epoch_end", trainer)
@@ -222,6 +227,40 @@ class SeedCallbacks(Callback):
 
     def on_exception(self, trainer, pl_module, exception) -> None:
         self._each("on_exception", trainer, exception)
+
+
+class SeedCheckpoints(Checkpoint):
+    """Every seed's ModelCheckpoints (its best on dev, its last) in the group's Trainer, as one
+    callback (see SeedCallbacks): each hook a ModelCheckpoint acts on is passed on to each, in
+    order. A Checkpoint, so that Lightning runs it where it runs a ModelCheckpoint."""
+
+    def __init__(self, checkpoints: list[ModelCheckpoint]) -> None:
+        self.checkpoints = checkpoints
+
+    def _each(self, hook: str, trainer, pl_module, *args) -> None:
+        for cb in self.checkpoints:
+            getattr(cb, hook)(trainer, pl_module, *args)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        self._each("setup", trainer, pl_module, stage)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._each("on_train_start", trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._each("on_train_batch_end", trainer, pl_module, outputs, batch, batch_idx)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._each("on_train_epoch_end", trainer, pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._each("on_validation_end", trainer, pl_module)
+
+    def on_exception(self, trainer, pl_module, exception) -> None:
+        self._each("on_exception", trainer, pl_module, exception)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self._each("on_train_end", trainer, pl_module)
 
 
 class SeedGradNorms(Callback):
@@ -289,14 +328,6 @@ class SeedLogger(TensorBoardLogger):
             super().log_metrics(own, step)
 
 
-class SeedCheckpoint(ModelCheckpoint):
-    """A ModelCheckpoint of one seed (its dir), beside the other seeds' in the group's Trainer."""
-
-    @property
-    def state_key(self) -> str:
-        return f"{super().state_key}[{self.dirpath}]"
-
-
 class SeedTrainer:
     """The group's Trainer as one seed's record sees it: its steps and epochs, the seed's logger."""
 
@@ -319,8 +350,8 @@ class Seed(NamedTuple):
     module: SRNClassifier
     data: DigitSumDataModule
     measured: list
-    best: SeedCheckpoint
-    last: SeedCheckpoint
+    best: ModelCheckpoint
+    last: ModelCheckpoint
     logger: SeedLogger
     run_config: RunConfig
 
@@ -398,9 +429,9 @@ def build(members: list[tuple]) -> Group:
                                   cfg.seed, cfg.data.num_workers, cfg.data.regenerate)
         module = module_from_config(cfg)
         measured = [seed_tags(m, index) for m in measurements.for_run(cfg, module)]
-        best = SeedCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}",
+        best = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best-epoch{epoch:02d}",
                               monitor=f"val/acc{MARK}{index}", mode="max", auto_insert_metric_name=False)
-        last = SeedCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
+        last = ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="last", save_top_k=1)
         logger = SeedLogger(run_dir, name="tb", version="", default_hp_metric=False, max_queue=1000,
                             index=index)
         seeds.append(Seed(cfg, run_dir, module, data, measured, best, last, logger,
@@ -414,10 +445,11 @@ def build(members: list[tuple]) -> Group:
     cfg = seeds[0].cfg
     trainer = Trainer(
         **cfg.trainer, default_root_dir=seeds[0].run_dir, logger=[s.logger for s in seeds],
-        callbacks=[*(cb for s in seeds for cb in (s.best, s.last)), SeedGradNorms(module.model, seeds),
-                   *(SeedCallbacks(i, s.module, [cb for m in s.measured for cb in m.callbacks(s.run_dir)
-                                                 if not isinstance(cb, (GradNormMonitor, StopOnNonFinite))])
-                     for i, s in enumerate(seeds))],
+        callbacks=[SeedGradNorms(module.model, seeds),
+                   SeedCallbacks([(s.module, [cb for m in s.measured for cb in m.callbacks(s.run_dir)
+                                              if not isinstance(cb, (GradNormMonitor, StopOnNonFinite))])
+                                  for s in seeds]),
+                   SeedCheckpoints([cb for s in seeds for cb in (s.best, s.last)])],
         plugins=[SeedCheckpointIO(seeds), cluster.lightning_environment()],
         **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
     )
