@@ -124,6 +124,7 @@ class SlurmLauncher(_PluginLauncher):
         from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
         from omegaconf import OmegaConf
 
+        from srn_lightning import seed_groups
         from srn_lightning.report_jobs import find_jobs
 
         # The executor and its parameters as the plugin's launch makes them
@@ -144,21 +145,25 @@ class SlurmLauncher(_PluginLauncher):
             params.append((list(overrides), "hydra.sweep.dir", idx, f"job_id_for_{idx}",
                            Singleton.get_state()))
         jobs = executor.map_array(self, *zip(*params))
-        numbers = [job_number(idx) for idx in range(initial_job_idx, initial_job_idx + len(jobs))]
+        numbers = [",".join(str(job_number(n)) for n, _ in seed_groups.members(o, idx))
+                   for idx, o in enumerate(job_overrides, start=initial_job_idx)]
         log.info("Slurm jobs: %s", ", ".join(f"#{n}={j.job_id}" for n, j in zip(numbers, jobs)))
         outcomes = wait(jobs)
         returns, unfinished = [], []
-        for i, (num, job, (kind, value)) in enumerate(zip(numbers, jobs, outcomes)):
+        for i, (job, (kind, value)) in enumerate(zip(jobs, outcomes)):
             if kind == "result" and getattr(value.status, "name", "") == "COMPLETED":
                 returns.append(value)
                 continue
-            if kind == "result":
-                reason = f"failed: {last_line(value.return_value)}"
-            else:
-                if not any(n == num for n, _ in find_jobs(sweep_dir)):  # never started
-                    self.make_job_dir(job_overrides[i], initial_job_idx + i)
-                reason = record_ended_job(sweep_dir, num, job, value)
-            unfinished.append(f"job {num} (Slurm {job.job_id}) {reason}")
+            # the jobs it stands for: itself, or the seeds of a group (srn_lightning/stacking.py)
+            for idx, overrides in seed_groups.members(job_overrides[i], initial_job_idx + i):
+                num = job_number(idx)
+                if kind == "result":
+                    reason = f"failed: {last_line(value.return_value)}"
+                else:
+                    if not any(n == num for n, _ in find_jobs(sweep_dir)):  # never started
+                        self.make_job_dir(overrides, idx)
+                    reason = record_ended_job(sweep_dir, num, job, value)
+                unfinished.append(f"job {num} (Slurm {job.job_id}) {reason}")
         if unfinished:
             raise UserError(f"{len(unfinished)} of {len(jobs)} jobs did not finish: "
                             + "; ".join(unfinished) + f"; continue with: python -m "

@@ -240,7 +240,7 @@ class _job_logging:
 
 
 def _job(cfg, hydra_cfg, run_dir: Path) -> None:
-    """What the command line's job does (train.main) between Hydra's set-up and its end; its
+    """What the command line's job does (train.command.main) between Hydra's set-up and its end; its
     checks ran in `check`."""
     from srn_lightning import console, interrupts, train
     from srn_lightning.train.command import record_failure

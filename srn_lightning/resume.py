@@ -389,8 +389,10 @@ class SweepPart(NamedTuple):
 
     @property
     def basic(self) -> bool:
-        """Whether Hydra's basic sweeper made its jobs: one for each combination of its values."""
-        return str(self.config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
+        """Whether Hydra's basic sweeper made its jobs (or the project's, which numbers them as it
+        does, srn_lightning/stacking.py): one for each combination of its values."""
+        return str(self.config.hydra.sweeper.get("_target_", "")).endswith((".BasicSweeper",
+                                                                             ".SeedStackingSweeper"))
 
 
 def sweep_parts(sweep_dir: Path) -> list[SweepPart]:

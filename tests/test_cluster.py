@@ -24,8 +24,9 @@ from .conftest import QUIET, REPO, child_env, cli, run_cli
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 SCRIPTS = REPO / "scripts" / "slurm"
+# one Slurm job a seed: these tests are of each job's requeue, preemption and cancellation
 SWEEP = ["-m", "hydra/launcher=slurm", "hydra.launcher.partition=debug", "hydra.launcher.cpus_per_task=1",
-         "hydra.launcher.mem_gb=1", *QUIET]
+         "hydra.launcher.mem_gb=1", "hydra.sweeper.stack_seeds=false", *QUIET]
 EPOCHS = 80  # long enough (seconds) for a signal to land in the fit, short for the suite
 
 

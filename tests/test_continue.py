@@ -17,6 +17,7 @@ from .conftest import QUIET, child_env, cli, run_cli
 pytestmark = pytest.mark.slow
 
 EPOCHS = 60  # seconds of fit: a signal sent as a job's first epoch ends lands in its fit
+ONE_JOB_A_SEED = "hydra.sweeper.stack_seeds=false"  # a sweep's jobs one after another, or side by side
 
 
 def start(args, cwd: Path, data_dir, epochs: int = EPOCHS) -> subprocess.Popen:
@@ -61,7 +62,7 @@ def continue_sweep(sweep_dir: Path, cwd: Path, *given: str) -> subprocess.Comple
 
 
 def test_a_sweep_stopped_by_ctrl_c_continues_with_one_command(tmp_path, data_dir):
-    proc = start(["-m", "seed=0,1,2", "threads=1"], tmp_path, data_dir)
+    proc = start(["-m", "seed=0,1,2", "threads=1", ONE_JOB_A_SEED], tmp_path, data_dir)
     wait_for("outputs/sweeps/*/*/1_*/checkpoints/last.ckpt", tmp_path, proc)
     proc.send_signal(signal.SIGINT)  # Ctrl-C, in job 1's fit
     assert proc.wait(timeout=120) != 0
@@ -94,7 +95,8 @@ def test_a_sweep_stopped_by_ctrl_c_continues_with_one_command(tmp_path, data_dir
 
 
 def test_a_sweep_whose_joblib_launcher_was_killed_continues_with_one_command(tmp_path, data_dir):
-    proc = start(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2"], tmp_path, data_dir)
+    proc = start(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "seed=0,1,2", ONE_JOB_A_SEED],
+                 tmp_path, data_dir)
     for n in (0, 1):
         wait_for(f"outputs/sweeps/*/*/{n}_*/checkpoints/last.ckpt", tmp_path, proc)
     os.killpg(proc.pid, signal.SIGKILL)  # the launching process and its workers, without a word
@@ -240,6 +242,36 @@ def test_a_sweep_whose_multirun_yaml_contradicts_its_jobs_is_refused_before_anyt
         f"error: resume={sweep_dir}: {config} gives job 0 seed=0, its record {job0 / 'metrics.json'} says "
         "seed=7 (changed by hand?); nothing continued"]
     assert listing(sweep_dir) == before
+
+
+@pytest.mark.parametrize("launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=1"]],
+                         ids=["basic", "joblib"])
+def test_a_group_of_seeds_stopped_by_ctrl_c_continues_with_one_command(tmp_path, data_dir, launcher):
+    """The seeds trained side by side: each seed's record says it was interrupted and how to go
+    on (in a joblib worker the job fails alone, in one line); the continued sweep takes each seed up
+    from its own last checkpoint, as its own job, to the numbers of its uninterrupted run."""
+    proc = start(["-m", "seed=0,1", "threads=1", *launcher], tmp_path, data_dir)
+    wait_for("outputs/sweeps/*/*/1_*/checkpoints/last.ckpt", tmp_path, proc)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    (sweep_dir,) = (tmp_path / "outputs" / "sweeps").glob("*/*")
+    said = (tmp_path / "sweep.log").read_text()
+    assert "trained side by side" in said and "Traceback" not in said
+    assert "interrupted (SIGINT during fit) after" in said
+    for n in (0, 1):
+        m = metrics(next(sweep_dir.glob(f"{n}_*")))
+        assert (m["status"], m["resume"]) == ("interrupted", f"python -m srn_lightning.train -m resume={sweep_dir}")
+
+    done = continue_sweep(sweep_dir, tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "seeds 0, 1 run one by one" in done.stdout + done.stderr
+    report = rows(sweep_dir)
+    assert sorted(report) == [0, 1] and all(r["status"] == "completed" for r in report.values())
+    for n in (0, 1):
+        job = next(sweep_dir.glob(f"{n}_*"))
+        assert (metrics(job)["requeues"], metrics(job)["requeue_signals"]) == (1, ["SIGINT"])
+        ref = reference(tmp_path, data_dir, n)
+        assert (job / "grad_norms.csv").read_bytes() == (ref / "grad_norms.csv").read_bytes()
 
 
 def test_resume_refuses_a_dir_that_is_no_sweep_in_one_line(tmp_path):

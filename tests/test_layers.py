@@ -30,9 +30,9 @@ def test_the_graph_the_contract_is_checked_on_holds_the_imports_inside_functions
 
 def test_the_story_never_reaches_up_to_the_command_line():
     # srn_lightning.train (the story: build, fit, test, record) is below its own command line
-    # (srn_lightning.train.command: Hydra's main and the CLI), which only the entry point and the
-    # Python API import
+    # (srn_lightning.train.command: Hydra's main and the CLI), which only the entry point, the Python
+    # API and the sweeper's group of seeds import
     graph = grimp.build_graph("srn_lightning", cache_dir=None)
     assert graph.find_shortest_chain(importer="srn_lightning.train", imported="srn_lightning.train.command") is None
     assert graph.find_modules_that_directly_import("srn_lightning.train.command") == {
-        "srn_lightning.train.__main__", "srn_lightning.lab"}
+        "srn_lightning.train.__main__", "srn_lightning.lab", "srn_lightning.stacking"}

@@ -15,6 +15,7 @@ from srn_lightning.data import DataFileError
 from srn_lightning.errors import RunFailed, UserError
 from srn_lightning.files import UnsafePathError
 from srn_lightning.resume import ResumeError
+from srn_lightning.stacked import Unstacked
 from srn_lightning.train.command import JobInterrupted
 
 EXAMPLES = [
@@ -30,6 +31,7 @@ EXAMPLES = [
     locks.InUseError("outputs/x: in use by process 42"),
     ResumeError("resume=x: no run dir"),
     UnsafePathError("x: a symbolic link"),
+    Unstacked("a seed diverged at step 3"),
 ]
 
 

@@ -175,6 +175,17 @@ def one_line(err: BaseException) -> str | None:
     return None
 
 
+def register_sweeper() -> None:
+    """The project's sweeper (srn_lightning/stacking.py) known to Hydra by name, as
+    `cluster.register_launcher` makes its launcher known: Hydra's walk of `hydra_plugins` does not
+    see a package installed in editable mode."""
+    from hydra.core.plugins import Plugins
+
+    from hydra_plugins.srn_lightning_sweeper import SeedStackingSweeper
+
+    Plugins.instance().register(SeedStackingSweeper)
+
+
 def cli() -> None:
     """`python -m srn_lightning.train ...`: Hydra's main, with errors a user can fix printed as one
     line (no traceback), and `resume=` turned into the run's own config and dir."""
@@ -192,6 +203,7 @@ def cli() -> None:
         with interrupts.Phases("start-up or exit"):  # a run's own phases cover everything in between
             sys.argv[1:] = resume_argv(sys.argv[1:])
             cluster.register_launcher()
+            register_sweeper()
             main()
     except interrupts.Interrupted as stop:
         interrupts.acted()

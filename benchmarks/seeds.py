@@ -1,0 +1,105 @@
+"""Five seeds of one setting: the project's sweep (its seeds trained side by side, one stacked
+model), the same sweep one job a seed (`hydra.sweeper.stack_seeds=false`), and five plain PyTorch
+loops (benchmarks/plain_loop.py: fit only) split over the 2 cores, in rounds whose order rotates.
+
+    python -m benchmarks.seeds                 # memory experiment, length 20, 40 epochs, 3 rounds
+    python -m benchmarks.seeds --rounds 5 trainer.max_epochs=100
+
+Both sweeps are `python -m srn_lightning.train -m experiment=memory length=20 seed=0,1,2,3,4
+hydra/launcher=joblib hydra.launcher.n_jobs=2 <overrides>` from the command line, each in a fresh
+process: wall time from start to exit (start-up, every run's test, figures and record included).
+The plain loops: two processes, seeds 0, 1, 2 and 3, 4, each importing torch and fitting its seeds
+one after the other; wall time until both end. OMP_NUM_THREADS=1 everywhere (unless set).
+Results: outputs/benchmarks/seeds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks.common import OUT, child_env, environment, save_json, wall
+
+SETTING = ["experiment=memory", "length=20", "trainer.max_epochs=40"]
+SEEDS = [0, 1, 2, 3, 4]
+SWEEP = ["-m", f"seed={','.join(map(str, SEEDS))}", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+SIDES = ("stacked", "one job a seed", "plain loops")
+
+
+def sweep(extra, cwd, env, overrides, tag) -> float:
+    return wall([sys.executable, "-m", "srn_lightning.train", *SWEEP, *SETTING, *overrides,
+                 f"hydra.sweep.dir={cwd / tag}", *extra], cwd, env)
+
+
+def plain_loops(cwd: Path, env, overrides, tag) -> float:
+    """Wall seconds of the five seeds' plain loops in two processes side by side."""
+    start = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.seeds", "--loops", *map(str, part),
+                               "--dir", str(cwd / tag), *overrides], cwd=cwd, env=env)
+             for part in (SEEDS[:3], SEEDS[3:])]
+    if any(p.wait() != 0 for p in procs):
+        raise RuntimeError("a plain loop failed")
+    return time.perf_counter() - start
+
+
+def loops(seeds: list[int], run_dir: Path, overrides) -> None:
+    """The child's part: the plain loop of each seed, one after the other."""
+    import torch
+
+    from benchmarks.common import make_cfg
+    from benchmarks.plain_loop import fit_plain
+
+    torch.set_num_threads(1)
+    for seed in seeds:
+        cfg = make_cfg(run_dir.parent / "data", *SETTING, *overrides, f"seed={seed}")
+        fit_plain(cfg, run_dir / str(seed))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.seeds", description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", default=str(OUT / "seeds.json"))
+    parser.add_argument("--loops", type=int, nargs="+", help=argparse.SUPPRESS)  # a plain-loop child
+    parser.add_argument("--dir", help=argparse.SUPPRESS)
+    parser.add_argument("overrides", nargs="*", help="added to every side, key=value")
+    args = parser.parse_args(argv)
+    if args.loops is not None:
+        return loops(args.loops, Path(args.dir), args.overrides)
+    from benchmarks.common import make_cfg
+
+    work = Path(tempfile.mkdtemp(prefix="srn-seeds-"))
+    make_cfg(work / "data", *SETTING, *args.overrides)  # the data files, written once, not timed
+    env = child_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
+    common = [f"data.dir={work / 'data'}", *args.overrides]
+    run = {"stacked": lambda tag: sweep([], work, env, common, tag),
+           "one job a seed": lambda tag: sweep(["hydra.sweeper.stack_seeds=false"], work, env, common, tag),
+           "plain loops": lambda tag: plain_loops(work, env, args.overrides, tag)}
+    rows = []
+    for i in range(args.rounds):
+        order = SIDES[i % 3:] + SIDES[: i % 3]  # each side first, second and last in turn
+        row = {name: run[name](f"{i}-{name.replace(' ', '_')}") for name in order}
+        rows.append(row)
+        print(f"round {i}: " + ", ".join(f"{k} {v:.1f} s" for k, v in row.items()), file=sys.stderr)
+    medians = {name: statistics.median(r[name] for r in rows) for name in SIDES}
+    ratios = [r["stacked"] / r["plain loops"] for r in rows]
+    report = {"benchmark": "seeds", "setting": SETTING, "sweep": SWEEP, "overrides": args.overrides,
+              "omp_num_threads": env["OMP_NUM_THREADS"], **environment(), "rounds": rows,
+              "median_s": medians, "stacked_over_plain_loops_median": statistics.median(ratios),
+              "stacked_over_plain_loops_max": max(ratios),
+              "one_job_a_seed_over_stacked_median": statistics.median(r["one job a seed"] / r["stacked"] for r in rows)}
+    out = save_json(args.out, report)
+    print(f"| 5 seeds, {' '.join([*SETTING, *args.overrides])} | " + " | ".join(SIDES) + " | stacked / plain loops (max) |")
+    print("| --- | --- | --- | --- | --- |")
+    print(f"| wall, median of {len(rows)} | " + " | ".join(f"{medians[n]:.1f} s" for n in SIDES)
+          + f" | {report['stacked_over_plain_loops_median']:.2f} ({report['stacked_over_plain_loops_max']:.2f}) |")
+    print(f"\nwritten: {out}")
+
+
+if __name__ == "__main__":
+    main()
