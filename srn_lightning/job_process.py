@@ -66,9 +66,11 @@ def wanted(hydra_cfg) -> bool:
             and not _where.in_child and sys.platform == "linux")
 
 
-def run_alone(job: Callable[[], Any], cfg, run_dir) -> Any:
+def run_alone(job: Callable[[], Any], cfg, run_dir, stands_for=None) -> Any:
     """`job()` in a forked child; returns what it returns, raises what it raises. A child that ends
-    without a result (killed) gets its `failed` record in `run_dir`, and JobKilled is raised."""
+    without a result (killed) gets its `failed` record in `run_dir` (`cfg`'s), or, where the child
+    runs several jobs (a group of seeds), in each of `stands_for` ((config, dir) pairs), and
+    JobKilled is raised."""
     from multiprocessing.connection import Pipe
 
     import cloudpickle  # noqa: F401  imported once per worker, before its children fork
@@ -111,8 +113,10 @@ def run_alone(job: Callable[[], Any], cfg, run_dir) -> Any:
             raise value
         return value
     reason = how_it_ended(os.waitstatus_to_exitcode(status))
-    _record_killed(cfg, Path(run_dir), reason)
-    raise JobKilled(f"{Path(run_dir).name}: {reason}")
+    jobs = [(c, Path(d)) for c, d in stands_for or [(cfg, run_dir)]]
+    for job_cfg, job_dir in jobs:
+        _record_killed(job_cfg, job_dir, reason)
+    raise JobKilled(f"{', '.join(d.name for _, d in jobs)}: {reason}")
 
 
 def _child(job: Callable[[], Any], writer, worker: int) -> None:

@@ -106,12 +106,19 @@ class GroupTask:
     def __call__(self, cfg):
         from hydra.core.hydra_config import HydraConfig
 
-        group = HydraConfig.get().sweeper.get("group")
+        from srn_lightning import job_process
+
+        hydra_cfg = HydraConfig.get()
+        group = hydra_cfg.sweeper.get("group")
         if not group:
             return self.task_function(cfg)
-        overrides = list(HydraConfig.get().overrides.task)
-        return run_members(self, [(int(num), self.member_config(member_overrides(overrides, int(seed)), int(num)))
-                                  for num, seed in group])
+        overrides = list(hydra_cfg.overrides.task)
+        members = [(int(num), self.member_config(member_overrides(overrides, int(seed)), int(num)))
+                   for num, seed in group]
+        if job_process.wanted(hydra_cfg):  # a joblib worker: the group runs in a child it waits for
+            return job_process.run_alone(lambda: run_members(self, members), cfg, hydra_cfg.runtime.output_dir,
+                                         stands_for=[(c, member_dir(c, hydra_cfg)) for _, c in members])
+        return run_members(self, members)
 
     def member_config(self, overrides: list[str], num: int):
         """A member's config as the launcher composes its job's, its id named as the launcher names
@@ -139,6 +146,12 @@ class GroupTask:
 
         return run_job(hydra_context=self.hydra_context, task_function=task_function, config=config,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+
+
+def member_dir(config, hydra_cfg) -> Path:
+    """A member's job dir, as Hydra makes it for its job (hydra.sweep.dir / hydra.sweep.subdir)."""
+    where = Path(config.hydra.sweep.dir) / str(config.hydra.sweep.subdir)
+    return where if where.is_absolute() else Path(hydra_cfg.runtime.cwd) / where
 
 
 def run_members(task: GroupTask, members: list) -> list:

@@ -156,6 +156,33 @@ def test_a_job_killed_with_sigkill_fails_alone_in_a_joblib_sweep(data_dir, tmp_p
     assert_gone(processes)  # no worker and no job outlives the sweep
 
 
+def test_a_group_of_seeds_killed_with_sigkill_fails_alone_in_a_joblib_sweep(data_dir, tmp_path):
+    # the seeds of a setting trained side by side (srn_lightning/stacking.py) run in a process of
+    # their own too: killed, each seed of the group has its failed record, and the other group runs
+    proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, "seed=0,1", "trainer.max_epochs=1000,3")
+    deadline = time.monotonic() + 240
+    while not any("phase: fit" in p.read_text() for p in sweep_dir.glob(".stacked/*/train.log")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
+        time.sleep(0.05)
+    long = sorted(d for d in sweep_dir.glob("*_*") if "max_epochs=1000" in d.name)
+    assert len(long) == 2 and not any((d / "metrics.json").exists() for d in long)
+    processes = sweep_processes(proc)
+    victim = locks.holder(long[0])
+    assert victim in processes and locks.holder(long[1]) == victim  # one process trains both seeds
+    os.kill(victim, signal.SIGKILL)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode != 0 and "Traceback" not in err, err[-3000:]
+    found = rows(sweep_dir)
+    killed = {n for n, r in found.items() if r["status"] == "failed"}
+    assert {found[n]["dir"] for n in killed} == {d.name for d in long}
+    assert all(found[n]["error"] == "killed by SIGKILL (out of memory?)" for n in killed)
+    assert sorted(r["status"] for r in found.values()) == ["completed", "completed", "failed", "failed"]
+    assert [line for line in err.splitlines() if line.startswith("error:")] == [
+        f"error: {long[0].name}, {long[1].name}: killed by SIGKILL (out of memory?)"]
+    assert_complete_report(sweep_dir, 4)
+    assert_gone(processes)
+
+
 def test_a_joblib_worker_killed_with_sigkill_ends_the_sweep_in_one_line(data_dir, tmp_path):
     # the worker itself killed (not the job's process it waits for): joblib's pool stops the other
     # workers with their jobs; the killed worker's job stops with its record. One line, a rebuilt
