@@ -57,15 +57,24 @@ def assert_complete_report(sweep_dir: Path, jobs: int) -> None:
     assert (sweep_dir / "sweep.png").stat().st_size > 0
 
 
-def assert_gone(pids) -> None:
-    """Each process has ended: no such pid, or one that has exited and waits only to be reaped (a
-    zombie: the launching process, its parent, exited first)."""
+def assert_gone(pids, grace: float = 10.0) -> None:
+    """Each process has ended, at the latest `grace` s after the launching process: no such pid, or
+    one that has exited and waits only to be reaped (a zombie: the launching process, its parent,
+    exited first). joblib's idle workers end as they find their launching process gone."""
+    deadline = time.monotonic() + grace
     for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
-        except FileNotFoundError:
-            continue
-        assert state == "Z", f"process {pid} outlived the sweep ({state})"
+        while True:
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text()
+            except FileNotFoundError:
+                break
+            state = stat.rpartition(")")[2].split()[0]
+            if state == "Z":
+                break
+            if time.monotonic() > deadline:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:200]
+                raise AssertionError(f"process {pid} outlived the sweep ({state}): {cmdline!r}")
+            time.sleep(0.05)
 
 
 def test_a_refused_value_and_a_signal_to_one_job_fail_alone_in_a_joblib_sweep(data_dir, tmp_path):
