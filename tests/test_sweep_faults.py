@@ -170,7 +170,8 @@ def test_a_group_of_seeds_killed_with_sigkill_fails_alone_in_a_joblib_sweep(data
     # their own too: killed, each seed of the group has its failed record, and the other group runs
     proc, sweep_dir = sweep(tmp_path, data_dir, *JOBLIB, "seed=0,1", "trainer.max_epochs=1000,3")
     deadline = time.monotonic() + 240
-    while not any("phase: fit" in p.read_text() for p in sweep_dir.glob(".stacked/*/train.log")):
+    group_log = sweep_dir / ".stacked" / "0" / "train.log"  # the long group's: jobs 0 and 2, seeds 0 and 1
+    while not (group_log.is_file() and "phase: fit" in group_log.read_text()):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.05)
     long = sorted(d for d in sweep_dir.glob("*_*") if "max_epochs=1000" in d.name)
