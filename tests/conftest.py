@@ -1,6 +1,8 @@
 """What the tests share: the book's data files, the composed config, and the command line run as a
 user runs it (in a child process that imports this checkout)."""
 
+import csv
+import json
 import os
 import subprocess
 import sys
@@ -71,3 +73,14 @@ def start_cli(args, cwd, **popen) -> subprocess.Popen:
     """`python -m srn_lightning.train ARGS` in `cwd`, started and left running; output piped."""
     popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
     return subprocess.Popen(cli(*args), cwd=cwd, env=child_env(), text=True, **popen)
+
+
+def summary_rows(sweep_dir: Path) -> dict[int, dict]:
+    """A sweep report's summary.csv, its rows by job number."""
+    with (sweep_dir / "summary.csv").open(newline="") as f:
+        return {int(r["job"]): r for r in csv.DictReader(f)}
+
+
+def metrics(job_dir: Path) -> dict:
+    """A job's metrics.json."""
+    return json.loads((job_dir / "metrics.json").read_text())

@@ -8,8 +8,6 @@ stopped after; where none can be started the tests are skipped, saying why. Jobs
 each, on a node of this machine's cores.
 """
 
-import csv
-import json
 import os
 import shutil
 import subprocess
@@ -19,7 +17,7 @@ from pathlib import Path
 import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from .conftest import QUIET, REPO, child_env, cli, run_cli
+from .conftest import QUIET, REPO, child_env, cli, metrics, run_cli, summary_rows
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
@@ -100,15 +98,6 @@ class Sweep:
         raise AssertionError(f"no {what} after {timeout} s:\n{self.log.read_text()[-3000:]}")
 
 
-def rows(sweep_dir: Path) -> dict[int, dict]:
-    with (sweep_dir / "summary.csv").open(newline="") as f:
-        return {int(r["job"]): r for r in csv.DictReader(f)}
-
-
-def metrics(job_dir: Path) -> dict:
-    return json.loads((job_dir / "metrics.json").read_text())
-
-
 def scalars(run_dir: Path) -> dict:
     """Every TensorBoard scalar of a run as TensorBoard reads its dir: tag -> [(step, value)]."""
     acc = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
@@ -153,7 +142,7 @@ def test_a_two_job_sweep_runs_on_slurm_with_its_records_and_report(cluster, tmp_
     rc, out, _ = sweep.finish()
     assert rc == 0, out[-3000:]
     sweep_dir = sweep.dir()
-    report = rows(sweep_dir)
+    report = summary_rows(sweep_dir)
     assert sorted(report) == [0, 1] and all(r["status"] == "completed" for r in report.values())
     for num, row in report.items():
         assert metrics(sweep_dir / row["dir"])["seed"] == num and row["seed"] == str(num)
@@ -193,7 +182,7 @@ def test_a_requeued_job_continues_to_the_numbers_of_an_uninterrupted_run(
     assert f"interrupted by {signal_name} during fit" in logs and "continues from" in logs
     m = metrics(job)
     assert (m["status"], m["epochs"], m["requeues"], m["requeue_signals"]) == ("completed", EPOCHS, 1, [signal_name])
-    assert rows(sweep.dir())[0]["status"] == "completed"
+    assert summary_rows(sweep.dir())[0]["status"] == "completed"
     assert_same_run(job, uninterrupted(0))
 
 
@@ -212,7 +201,7 @@ def test_preempted_jobs_continue_and_the_sweep_succeeds(cluster, tmp_path, data_
         m = metrics(job)
         assert (m["status"], m["requeues"], m["requeue_signals"]) == ("completed", 1, ["SIGTERM"]), num
     assert_same_run(sweep.job_dir(0), uninterrupted(0))
-    assert all(r["status"] == "completed" for r in rows(sweep.dir()).values())
+    assert all(r["status"] == "completed" for r in summary_rows(sweep.dir()).values())
 
 
 def no_sacct_env(tmp_path: Path) -> dict:
@@ -246,7 +235,7 @@ def test_a_cancelled_job_ends_the_sweep_non_zero_naming_it_with_a_cancelled_row(
     assert (f"2 of 3 jobs did not finish: job 1 (Slurm {running}) cancelled" in line
             and f"job 2 (Slurm {pending}) cancelled" in line), line
     assert "resume=" in line
-    report = rows(sweep.dir())
+    report = summary_rows(sweep.dir())
     assert [report[n]["status"] for n in range(3)] == ["completed", "cancelled", "cancelled"]
     assert running in report[1]["error"] and pending in report[2]["error"]
     assert metrics(sweep.job_dir(1))["signal"] == "SIGTERM"  # the job's own record, kept
@@ -260,7 +249,7 @@ def test_a_cancelled_job_ends_the_sweep_non_zero_naming_it_with_a_cancelled_row(
 def continue_on_slurm(cwd: Path, sweep_dir: Path, cancelled: str) -> None:
     """The sweep whose jobs 1 (running) and 2 (pending) were cancelled continues with one command,
     on its own launcher: job 0 kept, job 1 from its last epoch, job 2 afresh, all complete."""
-    kept = (sweep_dir / rows(sweep_dir)[0]["dir"] / "metrics.json").read_bytes()
+    kept = (sweep_dir / summary_rows(sweep_dir)[0]["dir"] / "metrics.json").read_bytes()
     started = time.monotonic()
     done = subprocess.run(cli("-m", f"resume={sweep_dir}"), cwd=cwd, env=child_env(), capture_output=True,
                           text=True, timeout=300)
@@ -268,7 +257,7 @@ def continue_on_slurm(cwd: Path, sweep_dir: Path, cancelled: str) -> None:
     ids = next(line for line in done.stdout.splitlines() if "Slurm jobs:" in line)
     assert cancelled.split("_")[0] not in ids  # submitted to Slurm again, as a new array job
     assert "hydra/launcher=slurm" in (sweep_dir / "multirun.yaml").read_text()
-    report = rows(sweep_dir)
+    report = summary_rows(sweep_dir)
     assert [report[n]["status"] for n in range(3)] == ["completed"] * 3, report
     assert (sweep_dir / report[0]["dir"] / "metrics.json").read_bytes() == kept
     m1, m2 = (metrics(sweep_dir / report[n]["dir"]) for n in (1, 2))

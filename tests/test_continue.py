@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import QUIET, child_env, cli, run_cli
+from .conftest import QUIET, child_env, cli, metrics, run_cli, summary_rows
 
 pytestmark = pytest.mark.slow
 
@@ -37,15 +37,6 @@ def wait_for(path_glob: str, cwd: Path, proc: subprocess.Popen, timeout: float =
         assert proc.poll() is None, (cwd / "sweep.log").read_text()[-3000:]
         time.sleep(0.05)
     raise AssertionError(f"no {path_glob} after {timeout} s")
-
-
-def rows(sweep_dir: Path) -> dict[int, dict]:
-    with (sweep_dir / "summary.csv").open(newline="") as f:
-        return {int(r["job"]): r for r in csv.DictReader(f)}
-
-
-def metrics(job_dir: Path) -> dict:
-    return json.loads((job_dir / "metrics.json").read_text())
 
 
 def reference(tmp_path: Path, data_dir, seed: int, *overrides: str, epochs: int = EPOCHS) -> Path:
@@ -74,7 +65,7 @@ def test_a_sweep_stopped_by_ctrl_c_continues_with_one_command(tmp_path, data_dir
 
     done = continue_sweep(sweep_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = rows(sweep_dir)
+    report = summary_rows(sweep_dir)
     assert sorted(report) == [0, 1, 2] and all(r["status"] == "completed" for r in report.values())
     # the report's settings are the sweep's: seeds of one setting, no `resume` or `sweep_add`
     (setting,) = list(csv.DictReader((sweep_dir / "summary_by_setting.csv").open()))
@@ -106,7 +97,7 @@ def test_a_sweep_whose_joblib_launcher_was_killed_continues_with_one_command(tmp
 
     done = continue_sweep(sweep_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = rows(sweep_dir)
+    report = summary_rows(sweep_dir)
     assert sorted(report) == [0, 1, 2] and all(r["status"] == "completed" for r in report.values())
     for n in (0, 1):
         m = metrics(next(sweep_dir.glob(f"{n}_*")))
@@ -164,7 +155,7 @@ def test_an_optuna_search_stopped_by_ctrl_c_continues_as_the_same_trials(tmp_pat
     dirs = sorted(p.name for p in sweep_dir.glob("[0-9]*_*"))
     assert dirs == [f"{n}_clip.val={c},grad_time=False,length=10,lr={lr},trainer.max_epochs={SHORT}"
                     for n, (lr, c) in enumerate(trials)]
-    report = rows(sweep_dir)
+    report = summary_rows(sweep_dir)
     assert sorted(report) == [0, 1, 2] and all(r["status"] == "completed" for r in report.values())
     # trial 0 kept as it was, trial 1 continued to an uninterrupted run's numbers
     assert ((job0 / "metrics.json").read_bytes(), (job0 / "metrics.json").stat().st_mtime_ns) == kept
@@ -192,7 +183,7 @@ def test_a_preset_sweep_added_to_another_continues_each_as_it_was(tmp_path, data
 
     done = continue_sweep(sweep_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    report = rows(sweep_dir)
+    report = summary_rows(sweep_dir)
     assert sorted(report) == [0, 1, 2, 3, 4] and all(r["status"] == "completed" for r in report.values())
     assert [report[n]["weight_decay"] for n in range(1, 5)] == ["0.0", "0.01", "0.1", "1.0"]
     assert results(job0) == kept  # the first sweep's job: not run again
@@ -265,7 +256,7 @@ def test_a_group_of_seeds_stopped_by_ctrl_c_continues_with_one_command(tmp_path,
     done = continue_sweep(sweep_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "seeds 0, 1 run one by one" in done.stdout + done.stderr
-    report = rows(sweep_dir)
+    report = summary_rows(sweep_dir)
     assert sorted(report) == [0, 1] and all(r["status"] == "completed" for r in report.values())
     for n in (0, 1):
         job = next(sweep_dir.glob(f"{n}_*"))
