@@ -55,9 +55,16 @@ def grad_time_figure(flow: dict, norms: dict, title: str = ""):
     steps = np.asarray(flow["step"])
     h = np.array([flow[c] for c in flow if c.startswith("h_")])  # [T, steps]
     length = len(h)
-    fig = Figure(figsize=(13, 4.2), dpi=110, layout="constrained")
-    heat, profile, sigma = fig.subplots(1, 3, width_ratios=[1.5, 1, 1])
-
+    # The panels at fixed places in inches, no layout engine: constrained layout would be a third
+    # of the figure's cost in every run (benchmarks/README.md, "Figures").
+    width, height = 13.0, 4.2
+    fig = Figure(figsize=(width, height), dpi=110)
+    bottom, top = 0.55, height - (0.65 if title else 0.4)
+    # left edge and width of each: the heatmap, its colour bar, the profile, sigma (between them
+    # the room for the tick labels and axis labels on their left)
+    places = [(0.75, 3.95), (4.8, 0.18), (6.75, 2.6), (10.25, 2.6)]
+    heat, bar, profile, sigma = (fig.add_axes((x / width, bottom / height, w / width, (top - bottom) / height))
+                                 for x, w in places)
     with np.errstate(divide="ignore", invalid="ignore"):
         logs = np.log10(h)
     cmap = colormaps["viridis"].with_extremes(bad="black")
@@ -65,7 +72,7 @@ def grad_time_figure(flow: dict, norms: dict, title: str = ""):
     half = (steps[1] - steps[0]) / 2 if len(steps) > 1 else 0.5  # the rows: every step, or every k-th
     image = heat.imshow(shown, aspect="auto", origin="lower", cmap=cmap, interpolation="nearest",
                         extent=(steps[0] - half, steps[-1] + half, 0.5, length + 0.5))
-    fig.colorbar(image, ax=heat, label="log10 ||dL/dh_t||  (black: exactly 0)")
+    fig.colorbar(image, cax=bar, label="log10 ||dL/dh_t||  (black: exactly 0)")
     heat.axhline(2.5, color="white", lw=0.8, ls="--")
     heat.set_yticks(sorted({1, 2, length, *range(5, length + 1, 5)}))
     heat.set_xlabel("step")
@@ -97,7 +104,7 @@ def grad_time_figure(flow: dict, norms: dict, title: str = ""):
     sigma.set_ylabel("sigma_max(U)")
     sigma.set_title("largest singular value of U (line: 1)", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, y=1 - 0.12 / height, va="top")
     return fig
 
 
