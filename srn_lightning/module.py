@@ -47,6 +47,16 @@ class SRNClassifier(LightningModule):
         self.val_loss = MeanMetric(nan_strategy="disable")
         self.test_loss = MeanMetric(nan_strategy="disable")
 
+    def __setattr__(self, name: str, value) -> None:
+        # Lightning sets `_current_fx_name` (a hook's name, or None) before and after every hook it
+        # calls, about 50 times an optimizer step; nn.Module.__setattr__ checks each value against
+        # the parameters, buffers and submodules first, which no str or None can be. Set directly:
+        # 0.07-0.1 s of the memory experiment's 2.4 s fit (benchmarks/README.md).
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def tracked_parameters(self) -> dict[str, torch.nn.Parameter]:
         """The parameters whose gradient norms the run records, by the names of the book's figure."""
         rnn = self.model.rnn_model

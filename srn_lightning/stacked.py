@@ -43,6 +43,7 @@ from srn_lightning.callbacks import (CheckedCheckpointIO, Diverged, GradFlowMoni
 from srn_lightning.data import COPIES, NUM_CLASSES, DigitSumDataModule
 from srn_lightning.files import naming
 from srn_lightning.module import OPTIMIZERS, SRNClassifier, module_from_config
+from srn_lightning.profiler import profiler_kwargs
 from srn_lightning.resume import RUN_CONFIG_STATE, run_config, take_checked
 from srn_lightning.stacked_model import CELLS, SeedCell, StackedSeqClassifier, differs_from_single
 
@@ -451,7 +452,7 @@ def build(members: list[tuple]) -> Group:
                                   for s in seeds]),
                    SeedCheckpoints([cb for s in seeds for cb in (s.best, s.last)])],
         plugins=[SeedCheckpointIO(seeds), cluster.lightning_environment()],
-        **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
+        **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val), **profiler_kwargs(cfg.trainer),
     )
     measurements.add_charts(trainer, seeds[0].measured)  # the same charts in every seed's logger
     return Group(trainer, module, StackedData([s.data for s in seeds]), seeds)

@@ -134,6 +134,27 @@ def run_one_epoch(args, cwd, data_dir):
     return proc
 
 
+@pytest.mark.parametrize("named,expected", [((), "QuietProfiler"), (("+trainer.profiler=simple",), "SimpleProfiler")])
+def test_the_trainer_gets_the_profiler_the_config_names_else_one_that_records_nothing(
+        make_cfg, tmp_path, named, expected):
+    from lightning.pytorch import Callback
+
+    seen = []
+
+    class Sees(Callback):  # what Lightning itself reads while it calls a hook
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            timed = any(action.startswith("[Callback]") and action.endswith("Sees.on_train_batch_end")
+                        for action in getattr(trainer.profiler, "current_actions", {}))
+            seen.append((pl_module._current_fx_name, timed))
+
+    built = train.build(make_cfg("trainer.max_epochs=1", *named), tmp_path, callbacks=[Sees()])
+    assert type(built.trainer.profiler).__name__ == expected
+    built.trainer.fit(built.module, datamodule=built.datamodule)
+    assert seen == [("on_train_batch_end", expected == "SimpleProfiler")] * 5
+    assert built.module._current_fx_name is None  # set back after each hook
+    assert "_current_fx_name" not in dict(built.module.named_parameters()) | dict(built.module.named_buffers())
+
+
 def test_exit_handler_is_registered_once(monkeypatch):
     registered = []
     monkeypatch.setattr(console.atexit, "register", registered.append)

@@ -126,6 +126,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
     from srn_lightning.callbacks import CheckedCheckpointIO, RunConfig
     from srn_lightning.data import DigitSumDataModule
     from srn_lightning.module import module_from_config
+    from srn_lightning.profiler import profiler_kwargs
 
     datamodule = DigitSumDataModule(
         hydra.utils.to_absolute_path(cfg.data.dir), cfg.length, cfg.batch_size, cfg.seed,
@@ -156,7 +157,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
         # a resumed checkpoint: read once, by the checks; the cluster environment: one requeue
         # mechanism, submitit's (srn_lightning/cluster.py)
         plugins=[CheckedCheckpointIO(take_checked), cluster.lightning_environment()],
-        **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val),
+        **clipping.trainer_kwargs(cfg.clip.mode, cfg.clip.val), **profiler_kwargs(cfg.trainer),
     )
     measurements.add_charts(trainer, measured)
     return Built(trainer, module, datamodule, measured, best)
