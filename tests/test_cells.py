@@ -138,7 +138,7 @@ def test_record_every_k_samples_the_flow_and_the_logged_scalars_and_nothing_else
 
 
 def test_the_memory_experiment_samples_and_record_every_1_asks_for_every_step():
-    assert compose_cfg("experiment=memory").record_every == 10
+    assert compose_cfg("experiment=memory").record_every == 20
     assert compose_cfg("experiment=memory", "record_every=1").record_every == 1
     assert compose_cfg().record_every == 1  # the book's run: every step
 
