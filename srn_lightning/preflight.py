@@ -101,8 +101,9 @@ def check_batches(cfg) -> None:
     for stage, split in split_of.items():
         key = f"limit_{stage}_batches"
         if key in cfg.trainer and batches(split, cfg.batch_size, cfg.trainer[key]) < 1:
+            where = f"at batch_size={cfg.batch_size}" if split == "train" else "(its examples in one batch)"
             raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"a share that leaves at least one batch of "
-                              f"the {batches(split, cfg.batch_size)} of {split} at batch_size={cfg.batch_size}")
+                              f"the {batches(split, cfg.batch_size)} of {split} {where}")
     per_epoch = batches("train", cfg.batch_size, cfg.trainer.get("limit_train_batches", 1.0))
     steps = cfg.trainer.get("max_steps", -1)
     if steps != -1 and steps < per_epoch:

@@ -125,10 +125,11 @@ def test_an_added_key_must_be_a_trainer_argument():
                                    "left out: it writes no checkpoints and no TensorBoard events"),
     ("model.hidden_size=100000", "model.hidden_size=100000: not allowed; model.hidden_size must be an "
                                  "integer in 1..4096"),
-    # 100 dev examples at batch 64 are 2 batches: a share of 0.0001 leaves none (Lightning: int(2 * 0.0001))
-    ("+trainer.limit_val_batches=0.0001", "trainer.limit_val_batches=0.0001: not allowed; "
-     "trainer.limit_val_batches must be a share that leaves at least one batch of the 2 of dev"),
-    ("+trainer.limit_test_batches=0.4", "must be a share that leaves at least one batch of the 2 of test"),
+    # the 100 dev examples are one batch: a share below 1 leaves none (Lightning: int(1 * 0.5))
+    ("+trainer.limit_val_batches=0.5", "trainer.limit_val_batches=0.5: not allowed; "
+     "trainer.limit_val_batches must be a share that leaves at least one batch of the 1 of dev "
+     "(its examples in one batch)"),
+    ("+trainer.limit_test_batches=0.4", "must be a share that leaves at least one batch of the 1 of test"),
     # 300 training examples at batch 64 are 5 steps an epoch; at batch 100, 3
     ("+trainer.max_steps=4", "trainer.max_steps=4: not allowed; trainer.max_steps must be -1 or at least the "
                              "5 steps of one epoch"),
@@ -156,7 +157,7 @@ def test_trainer_arguments_lightning_refuses_are_one_line_naming_the_argument(ov
 
 
 def test_settings_at_the_bounds_are_allowed():
-    for override in ("model.hidden_size=4096", "+trainer.max_steps=5", "+trainer.limit_val_batches=0.5",
+    for override in ("model.hidden_size=4096", "+trainer.max_steps=5", "+trainer.limit_val_batches=1.0",
                      "+trainer.limit_train_batches=1", "+trainer.max_steps=1 +trainer.limit_train_batches=1"):
         cfg = compose_cfg(*override.split())
         config.validate(cfg)

@@ -77,8 +77,8 @@ def test_datamodule_serves_the_files(data_dir):
     dm = data.DigitSumDataModule(str(data_dir), length=20, batch_size=64, seed=0)
     dm.prepare_data()
     dm.setup("fit")
-    x, y = next(iter(dm.val_dataloader()))
-    assert x.shape == (64, 20) and x.dtype == torch.long
+    x, y = next(iter(dm.val_dataloader()))  # dev in one batch, whatever the training batch size
+    assert x.shape == (100, 20) and x.dtype == torch.long and len(dm.val_dataloader()) == 1
     first = (data_dir / "20" / "dev.txt").read_text().splitlines()[0].split("\t")
     assert x[0].tolist() == [int(t) for t in first[0].split()] and y[0].item() == int(first[1])
     assert len(dm.train_dataloader().dataset) == 300
