@@ -1,7 +1,8 @@
 """Sweeps through a real one-node Slurm cluster (scripts/slurm/start-slurm.sh): a sweep completes;
 a job told its time is up (USR2) or preempted (SIGTERM, Slurm's requeue) continues from its last
-epoch and ends with the numbers of an uninterrupted run; a cancelled job ends the sweep, non-zero,
-with a `cancelled` row, with and without `sacct`.
+epoch and ends with the numbers of an uninterrupted run, and so does each seed of a requeued group
+of seeds trained side by side; a cancelled job ends the sweep, non-zero, with a `cancelled` row,
+with and without `sacct`.
 
 The cluster is the one running here, else started by the script (root, Debian's packages) and
 stopped after; where none can be started the tests are skipped, saying why. Jobs are tiny: one CPU
@@ -70,8 +71,9 @@ class Sweep:
     def job_dir(self, num: int) -> Path:
         return self._wait(lambda: next(self.dir().glob(f"{num}_*"), None), f"job {num}'s dir")
 
-    def slurm_id(self, num: int) -> str:
-        """The Slurm id of job `num`, from the launching process's line `Slurm jobs: #0=12_0, ...`."""
+    def slurm_id(self, num) -> str:
+        """The Slurm id of job `num` (or of a group of seeds, "0,1"), from the launching process's
+        line `Slurm jobs: #0=12_0, ...`."""
         def find():
             for line in self.log.read_text().splitlines():
                 if "Slurm jobs:" in line:
@@ -202,6 +204,29 @@ def test_preempted_jobs_continue_and_the_sweep_succeeds(cluster, tmp_path, data_
         assert (m["status"], m["requeues"], m["requeue_signals"]) == ("completed", 1, ["SIGTERM"]), num
     assert_same_run(sweep.job_dir(0), uninterrupted(0))
     assert all(r["status"] == "completed" for r in summary_rows(sweep.dir()).values())
+
+
+def test_a_requeued_group_of_seeds_continues_each_seed_to_its_own_runs_numbers(
+        cluster, tmp_path, data_dir, uninterrupted):
+    """Seeds side by side (the default) on Slurm: the group is one Slurm job; requeued mid-fit, each
+    seed's record says so, and the job's next attempt continues each seed from its own checkpoint
+    (one by one: an earlier attempt is taken up alone), to its uninterrupted run's numbers."""
+    stacked = [a for a in SWEEP if a != "hydra.sweeper.stack_seeds=false"]
+    sweep = Sweep(tmp_path, [*stacked, f"data.dir={data_dir}", f"trainer.max_epochs={EPOCHS}", "seed=0,1"])
+    for num in (0, 1):
+        sweep.wait_for_checkpoint(num)
+    subprocess.run(["scontrol", "requeue", sweep.slurm_id("0,1")], check=True)
+    rc, out, _ = sweep.finish()
+    assert rc == 0, out[-3000:]
+    logs = "".join(p.read_text() for p in sweep.dir().glob(".submitit/*/*_log.*"))
+    assert "seeds 0, 1 of one setting trained side by side" in logs
+    assert "interrupted by SIGTERM during fit" in logs and "holds an earlier attempt" in logs
+    for num in (0, 1):
+        m = metrics(sweep.job_dir(num))
+        assert (m["status"], m["epochs"], m["requeues"], m["requeue_signals"]) == (
+            "completed", EPOCHS, 1, ["SIGTERM"]), num
+        assert_same_run(sweep.job_dir(num), uninterrupted(num))
+    assert [r["status"] for r in summary_rows(sweep.dir()).values()] == ["completed"] * 2
 
 
 def no_sacct_env(tmp_path: Path) -> dict:
