@@ -269,10 +269,12 @@ class SeedGradNorms(Callback):
     norms of its W, U, b and of all its gradients, before and after clipping), each row handed to
     that seed's own monitor; and `callbacks.StopOnNonFinite`'s check for all of them. A norm over a
     seed's slice of the stacked gradient is the norm of its own, bit for bit (the same reduction
-    over the same contiguous numbers; tests/test_stacked.py), for a fraction of the operations."""
+    over the same contiguous numbers; tests/test_stacked.py), for a fraction of the operations.
+    A group that does not clip (`clips=False`) measures once: its post-clip norms are the pre-clip
+    ones, as the seed's own monitor takes them."""
 
-    def __init__(self, stacked: StackedSeqClassifier, seeds: list) -> None:
-        self.stacked, self.seeds = stacked, seeds
+    def __init__(self, stacked: StackedSeqClassifier, seeds: list, clips: bool = True) -> None:
+        self.stacked, self.seeds, self.clips = stacked, seeds, clips
         self.monitors = [s.measured[0].monitor for s in seeds]
         names = {id(p): n for n, p in seeds[0].module.model.named_parameters()}
         tracked = seeds[0].module.tracked_parameters().values()
@@ -304,7 +306,7 @@ class SeedGradNorms(Callback):
             for monitor in self.monitors:
                 monitor.latest = None
             return
-        rows = torch.cat([self._pre, self._norms()], dim=1)
+        rows = torch.cat([self._pre, self._norms() if self.clips else self._pre[:, 1:]], dim=1)
         self._pre = None
         for monitor, row in zip(self.monitors, rows):
             monitor.append(trainer, row)
@@ -446,7 +448,7 @@ def build(members: list[tuple]) -> Group:
     cfg = seeds[0].cfg
     trainer = Trainer(
         **cfg.trainer, default_root_dir=seeds[0].run_dir, logger=[s.logger for s in seeds],
-        callbacks=[SeedGradNorms(module.model, seeds),
+        callbacks=[SeedGradNorms(module.model, seeds, clips=cfg.clip.mode != "none"),
                    SeedCallbacks([(s.module, [cb for m in s.measured for cb in m.callbacks(s.run_dir)
                                               if not isinstance(cb, (GradNormMonitor, StopOnNonFinite))])
                                   for s in seeds]),
