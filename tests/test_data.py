@@ -82,7 +82,8 @@ def test_datamodule_serves_the_files(data_dir):
     first = (data_dir / "20" / "dev.txt").read_text().splitlines()[0].split("\t")
     assert x[0].tolist() == [int(t) for t in first[0].split()] and y[0].item() == int(first[1])
     assert len(dm.train_dataloader().dataset) == 300
-    assert len(dm.test_dataloader().dataset) == 100
+    assert len(dm.test_dataloader().dataset) == 100 and len(dm.test_dataloader()) == 1
+    assert len(dm.train_dataloader()) == 5  # training at batch_size: 300 examples, the last batch 44
 
 
 def _order(data_dir, seed):
