@@ -270,12 +270,13 @@ class SeedGradNorms(Callback):
     that seed's own monitor; and `callbacks.StopOnNonFinite`'s check for all of them. A norm over a
     seed's slice of the stacked gradient is the norm of its own, bit for bit (the same reduction
     over the same contiguous numbers; tests/test_stacked.py), for a fraction of the operations.
-    A group that does not clip (`clips=False`) measures once: its post-clip norms are the pre-clip
-    ones, as the seed's own monitor takes them."""
+    A group that does not clip measures once a step: its post-clip norms are the pre-clip ones, as
+    the seeds' own monitors take them (`GradNormMonitor.clips`)."""
 
-    def __init__(self, stacked: StackedSeqClassifier, seeds: list, clips: bool = True) -> None:
-        self.stacked, self.seeds, self.clips = stacked, seeds, clips
+    def __init__(self, stacked: StackedSeqClassifier, seeds: list) -> None:
+        self.stacked, self.seeds = stacked, seeds
         self.monitors = [s.measured[0].monitor for s in seeds]
+        self.clips = self.monitors[0].clips
         names = {id(p): n for n, p in seeds[0].module.model.named_parameters()}
         tracked = seeds[0].module.tracked_parameters().values()
         self.tracked = [stacked.names.index(names[id(p)]) for p in tracked]
@@ -448,7 +449,7 @@ def build(members: list[tuple]) -> Group:
     cfg = seeds[0].cfg
     trainer = Trainer(
         **cfg.trainer, default_root_dir=seeds[0].run_dir, logger=[s.logger for s in seeds],
-        callbacks=[SeedGradNorms(module.model, seeds, clips=cfg.clip.mode != "none"),
+        callbacks=[SeedGradNorms(module.model, seeds),
                    SeedCallbacks([(s.module, [cb for m in s.measured for cb in m.callbacks(s.run_dir)
                                               if not isinstance(cb, (GradNormMonitor, StopOnNonFinite))])
                                   for s in seeds]),
