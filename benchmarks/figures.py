@@ -13,7 +13,6 @@ imported, its fonts loaded). Results: outputs/benchmarks/figures.json and a tabl
 from __future__ import annotations
 
 import argparse
-import csv
 import statistics
 import tempfile
 import time
@@ -24,15 +23,6 @@ from benchmarks.common import OUT, environment, make_cfg, quiet, save_json, sile
 SETTING = ["experiment=memory", "length=20", "trainer.max_epochs=40", "trainer.enable_progress_bar=false"]
 
 
-def columns(path: Path) -> dict:
-    """A record CSV as {column: values}; `step` as int."""
-    with path.open() as f:
-        rows = list(csv.reader(f))
-    out = {name: [float(r[i]) for r in rows[1:]] for i, name in enumerate(rows[0])}
-    out["step"] = [int(s) for s in out["step"]]
-    return out
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.figures", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
@@ -40,13 +30,14 @@ def main(argv=None) -> None:
     parser.add_argument("overrides", nargs="*", help="config overrides for the run, key=value")
     args = parser.parse_args(argv)
     from srn_lightning import plots
+    from srn_lightning.lab import read_columns
     from srn_lightning.train import run
 
     quiet()
     work = Path(tempfile.mkdtemp(prefix="srn-figures-"))
     with silenced():
         run(make_cfg(work / "data", *SETTING, *args.overrides), work / "run")
-    norms, flow = columns(work / "run" / "grad_norms.csv"), columns(work / "run" / "grad_time.csv")
+    norms, flow = read_columns(work / "run" / "grad_norms.csv"), read_columns(work / "run" / "grad_time.csv")
     figures = {"grad_norms": lambda out: plots.plot_grad_norms(norms, out, title="a title"),
                "grad_time": lambda out: plots.plot_grad_time(flow, norms, out, title="a title")}
     times = {name: [] for name in figures}

@@ -24,7 +24,7 @@ def norms_of(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     get_total_norm's grouping by device costs more than the norms at this model's size (the
     monitor's and the NaN/Inf check's hooks: 83 us a step, where they took 116 us through
     get_total_norm and a norm per tracked parameter; the memory experiment's SRN)."""
-    return list(torch._foreach_norm(tensors))
+    return list(torch._foreach_norm(tensors)) if tensors else []
 
 
 class RowMonitor(Callback):
@@ -113,20 +113,23 @@ class GradNormMonitor(RowMonitor):
         super().__init__()
         self._tracked = list(parameters.values())
         self._params: list[torch.nn.Parameter] = []
+        self._tracked_at: list[int] = []  # where the tracked parameters are in `_params`
         self._loss: torch.Tensor | None = None
         self._pre: torch.Tensor | None = None
 
     def _norms(self) -> torch.Tensor:
-        """[<tracked>..., total]: one norm per gradient, in one call, the tracked ones picked out."""
-        with_grad = [p for p in self._params if p.grad is not None]
-        norms = dict(zip(map(id, with_grad), norms_of([p.grad for p in with_grad])))
+        """[<tracked>..., total]: every gradient's norm in one call (0 for a parameter without
+        one), the tracked ones picked out, and the total over them."""
+        grads = [p.grad for p in self._params]
+        found = iter(norms_of([g for g in grads if g is not None]))
         zero = torch.zeros((), device=self._tracked[0].device)
-        return torch.stack([*(norms.get(id(p), zero) for p in self._tracked),
-                            torch.linalg.vector_norm(torch.stack(list(norms.values())))])
+        norms = [zero if g is None else next(found) for g in grads]
+        return torch.stack([*(norms[i] for i in self._tracked_at), torch.linalg.vector_norm(torch.stack(norms))])
 
     def on_fit_start(self, trainer, pl_module) -> None:
         super().on_fit_start(trainer, pl_module)
         self._params = list(pl_module.parameters())
+        self._tracked_at = [next(i for i, p in enumerate(self._params) if p is t) for t in self._tracked]
 
     def on_before_backward(self, trainer, pl_module, loss) -> None:
         self._loss = loss.detach().reshape(1)

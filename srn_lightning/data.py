@@ -29,17 +29,30 @@ COPIES = {"train": 3, "dev": 1, "test": 1}  # noisy copies of each of the 100 ba
 NUM_CLASSES = 19  # labels 0..18
 
 
-def split_batch_size(split: str, batch_size: int) -> int:
-    """The batch size of `split`'s loader: training's `batch_size`; dev and test are evaluated as
-    one batch each (their 100 examples), so validation's machinery runs once an epoch, not once a
-    batch (at the memory experiment's batch 8, 13 batches: 0.19 s of its 2.2 s fit)."""
-    return batch_size if split == "train" else 100 * COPIES[split]
+EVAL_POSITIONS = 4000  # examples x positions in an evaluation batch: the whole of dev up to length 40
 
 
-def batches(split: str, batch_size: int, limit=1.0) -> int:
-    """The batches an epoch of `split` has at the run's `batch_size`, under a Trainer
+def split_size(split: str) -> int:
+    """The examples of `split`: the 100 base pairs, each in its k noisy copies."""
+    return 100 * COPIES[split]
+
+
+def split_batch_size(split: str, batch_size: int, length: int) -> int:
+    """The batch size of `split`'s loader: training's `batch_size`. Dev and test take up to
+    EVAL_POSITIONS positions a batch, never fewer examples than training: at the book's lengths
+    (up to 35) their 100 examples are one batch, so validation's machinery runs once an epoch, not
+    once a training batch (at the memory experiment's batch 8, 13 times: 0.19 s of its fit,
+    benchmarks/README.md); at
+    long lengths evaluation holds no more at once than training."""
+    if split == "train":
+        return batch_size
+    return min(split_size(split), max(batch_size, EVAL_POSITIONS // length))
+
+
+def batches(split: str, batch_size: int, length: int, limit=1.0) -> int:
+    """The batches an epoch of `split` has at the run's `batch_size` and `length`, under a Trainer
     `limit_<split>_batches` (a count, or a share of them rounded down, as Lightning takes it)."""
-    n = -(-100 * COPIES[split] // split_batch_size(split, batch_size))  # 100 base pairs, each k times
+    n = -(-split_size(split) // split_batch_size(split, batch_size, length))  # the last batch partial
     return min(n, limit) if isinstance(limit, int) and not isinstance(limit, bool) else int(n * limit)
 
 
@@ -191,7 +204,7 @@ class DigitSumDataModule(LightningDataModule):
     def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
         return DataLoader(
             self.splits[split],
-            batch_size=split_batch_size(split, self.batch_size),
+            batch_size=split_batch_size(split, self.batch_size, self.length),
             shuffle=shuffle,
             generator=self.shuffle_generator if shuffle else None,
             num_workers=self.num_workers,

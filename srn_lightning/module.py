@@ -51,7 +51,7 @@ class SRNClassifier(LightningModule):
         # Lightning sets `_current_fx_name` (a hook's name, or None) before and after every hook it
         # calls, about 50 times an optimizer step; nn.Module.__setattr__ checks each value against
         # the parameters, buffers and submodules first, which no str or None can be. Set directly:
-        # 0.07-0.1 s of the memory experiment's 2.4 s fit (benchmarks/README.md).
+        # 0.07-0.11 s of the memory experiment's fit (benchmarks/README.md).
         if name == "_current_fx_name":
             object.__setattr__(self, name, value)
         else:

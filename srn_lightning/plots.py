@@ -111,7 +111,7 @@ def grad_time_figure(flow: dict, norms: dict, title: str = ""):
 def _save_png_pdf(fig, out_stem):
     """`<out_stem>.png` and `.pdf` of `fig`; returns the PNG's pixels, RGBA [height, width, 4]. The
     figure is rasterised once: the PNG and the pixels (TensorBoard's image) are that drawing, and
-    the PDF reuses the layout it found (constrained layout is most of a drawing's cost)."""
+    the PDF reuses the layout it found (a layout engine's is solved once)."""
     import numpy as np
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.image import imsave

@@ -95,16 +95,16 @@ def _refusal(kwargs: dict) -> str | None:
 def check_batches(cfg) -> None:
     """Every split gets at least one batch under its `limit_*_batches`, and `max_steps` reaches the
     end of the first epoch, where the dev accuracy the best checkpoint is chosen by is measured."""
-    from srn_lightning.data import batches  # imports Lightning: not before a job's logging is set up
+    from srn_lightning.data import batches, split_batch_size  # imports Lightning: not before a job's logging is set up
 
     split_of = {"train": "train", "val": "dev", "test": "test"}
     for stage, split in split_of.items():
         key = f"limit_{stage}_batches"
-        if key in cfg.trainer and batches(split, cfg.batch_size, cfg.trainer[key]) < 1:
-            where = f"at batch_size={cfg.batch_size}" if split == "train" else "(its examples in one batch)"
+        if key in cfg.trainer and batches(split, cfg.batch_size, cfg.length, cfg.trainer[key]) < 1:
+            size = split_batch_size(split, cfg.batch_size, cfg.length)
             raise ConfigError(f"trainer.{key}", cfg.trainer[key], f"a share that leaves at least one batch of "
-                              f"the {batches(split, cfg.batch_size)} of {split} {where}")
-    per_epoch = batches("train", cfg.batch_size, cfg.trainer.get("limit_train_batches", 1.0))
+                              f"the {batches(split, cfg.batch_size, cfg.length)} of {split} (batches of {size})")
+    per_epoch = batches("train", cfg.batch_size, cfg.length, cfg.trainer.get("limit_train_batches", 1.0))
     steps = cfg.trainer.get("max_steps", -1)
     if steps != -1 and steps < per_epoch:
         raise ConfigError("trainer.max_steps", steps, f"-1 or at least the {per_epoch} steps of one epoch "

@@ -196,7 +196,7 @@ def check_state(ckpt, state: dict, module, cfg) -> None:
                           "resumed exactly: its dev accuracy and best checkpoint would differ from the "
                           "uninterrupted run's; start it afresh")
     epoch, step = state.get("epoch"), state.get("global_step")
-    per_epoch = batches("train", cfg.batch_size, trainer.get("limit_train_batches", 1.0))
+    per_epoch = batches("train", cfg.batch_size, cfg.length, trainer.get("limit_train_batches", 1.0))
     if not (isinstance(epoch, int) and isinstance(step, int) and epoch >= 0
             and epoch * per_epoch < step <= (epoch + 1) * per_epoch):
         raise refuse(f"its epoch {epoch} and step {step} are no epoch's end at {per_epoch} steps an epoch")
@@ -215,6 +215,11 @@ def check_state(ckpt, state: dict, module, cfg) -> None:
             raise refuse(f"its {name} rows are not this run's {len(monitor.columns)} columns")
         steps = rows[:, 0]
         every = getattr(monitor, "every", 1)  # a monitor that samples takes every k-th step
+        taken_every = int(steps[1] - steps[0]) if len(steps) > 1 else every
+        if (taken_every != every and taken_every > 0
+                and torch.equal(steps, torch.arange(0, step, taken_every, dtype=torch.float32))):
+            raise ResumeError(f"resume={ckpt}: its {name} rows were taken every {taken_every} steps; "
+                              f"resume with record_every={taken_every}")
         if not torch.equal(steps, torch.arange(0, step, every, dtype=torch.float32)):
             taken = f"of the {step} steps before it" + ("" if every == 1 else f" whose number is a multiple of {every}")
             raise refuse(f"its {name} rows are not one for each {taken}")

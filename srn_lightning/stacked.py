@@ -40,7 +40,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from srn_lightning import answer, attempts, clipping, cluster, interrupts, measurements, record, train
 from srn_lightning.callbacks import (CheckedCheckpointIO, Diverged, GradFlowMonitor, GradNormMonitor, RunConfig,
                                      StopOnNonFinite)
-from srn_lightning.data import COPIES, NUM_CLASSES, DigitSumDataModule, split_batch_size
+from srn_lightning.data import NUM_CLASSES, DigitSumDataModule, split_batch_size, split_size
 from srn_lightning.files import naming
 from srn_lightning.module import OPTIMIZERS, SRNClassifier, module_from_config
 from srn_lightning.profiler import profiler_kwargs
@@ -465,9 +465,10 @@ def numbers_differ(group: Group) -> str | None:
     """Why the group's stacked model would not give each seed its run's numbers on this machine
     (`stacked_model.differs_from_single`, at the run's batch sizes), else None."""
     cfg = group.seeds[0].cfg
-    sizes = {cfg.batch_size, split_batch_size("dev", cfg.batch_size)}
-    last = (100 * COPIES["train"]) % cfg.batch_size  # training's last batch, if partial
-    sizes |= {last} if last else set()
+    sizes = {cfg.batch_size, split_batch_size("dev", cfg.batch_size, cfg.length)}
+    for split in ("train", "dev"):  # an epoch's last batch, if partial
+        last = split_size(split) % split_batch_size(split, cfg.batch_size, cfg.length)
+        sizes |= {last} if last else set()
     return differs_from_single([s.module.model for s in group.seeds], str(cfg.model.cell), sizes,
                                cfg.length, str(cfg.reduction))
 

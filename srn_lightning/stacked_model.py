@@ -165,7 +165,7 @@ def differs_from_single(models: list[SeqClassifier], cell: str, batch_sizes, len
                         reduction: str) -> str | None:
     """Whether the stacked model gives each seed other numbers than its single model on this machine,
     at these sizes: one step (loss, every parameter's gradient, logits) at each of `batch_sizes`
-    (a full batch and an epoch's last), on random digits; the reason if it does, else None.
+    (training's and evaluation's full and last batches), on random digits; the reason if it does, else None.
     Whether a batched matmul sums in the order of the single one depends on the sizes and the
     threads (the project's sizes on one thread: the same bits); the models are left as they were."""
     gen = torch.Generator().manual_seed(0)

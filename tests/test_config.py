@@ -125,11 +125,14 @@ def test_an_added_key_must_be_a_trainer_argument():
                                    "left out: it writes no checkpoints and no TensorBoard events"),
     ("model.hidden_size=100000", "model.hidden_size=100000: not allowed; model.hidden_size must be an "
                                  "integer in 1..4096"),
-    # the 100 dev examples are one batch: a share below 1 leaves none (Lightning: int(1 * 0.5))
+    # the 100 dev examples are one batch at length 20: a share below 1 leaves none (Lightning: int(1 * 0.5))
     ("+trainer.limit_val_batches=0.5", "trainer.limit_val_batches=0.5: not allowed; "
      "trainer.limit_val_batches must be a share that leaves at least one batch of the 1 of dev "
-     "(its examples in one batch)"),
+     "(batches of 100)"),
     ("+trainer.limit_test_batches=0.4", "must be a share that leaves at least one batch of the 1 of test"),
+    # at length 400 and batch 8, 10 examples a batch (4,000 positions): 10 batches, and 0.05 leaves none
+    ("length=400 batch_size=8 +trainer.limit_val_batches=0.05",
+     "leaves at least one batch of the 10 of dev (batches of 10)"),
     # 300 training examples at batch 64 are 5 steps an epoch; at batch 100, 3
     ("+trainer.max_steps=4", "trainer.max_steps=4: not allowed; trainer.max_steps must be -1 or at least the "
                              "5 steps of one epoch"),

@@ -86,6 +86,18 @@ def test_datamodule_serves_the_files(data_dir):
     assert len(dm.train_dataloader()) == 5  # training at batch_size: 300 examples, the last batch 44
 
 
+@pytest.mark.parametrize("length,batch_size,expected", [
+    (20, 64, 100), (35, 8, 100), (40, 8, 100),  # the book's lengths: dev and test in one batch
+    (50, 8, 80), (400, 8, 10),  # 4,000 positions a batch
+    (400, 64, 64), (1000, 8, 8),  # never fewer examples than a training batch
+])
+def test_dev_and_test_batches_hold_up_to_4000_positions_and_no_fewer_examples_than_training(
+        length, batch_size, expected):
+    assert data.split_batch_size("dev", batch_size, length) == expected
+    assert data.split_batch_size("test", batch_size, length) == expected
+    assert data.split_batch_size("train", batch_size, length) == batch_size
+
+
 def _order(data_dir, seed):
     dm = data.DigitSumDataModule(str(data_dir), length=20, batch_size=300, seed=seed)
     dm.setup("fit")

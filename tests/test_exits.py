@@ -288,6 +288,11 @@ def test_the_checkpoint_of_a_run_that_samples_its_flow_is_its_own(data_dir, tmp_
     assert _rows(state, "GradFlowMonitor")[:, 0].tolist() == [0, 2, 4]
     more = compose_cfg(f"data.dir={data_dir}", *QUIET, "clip=norm", "trainer.max_epochs=2", "record_every=2")
     check_checkpoint(tmp_path / "checkpoints" / "last.ckpt", module_from_config(more), run_config(more), tmp_path, more)
+    other = compose_cfg(f"data.dir={data_dir}", *QUIET, "clip=norm", "trainer.max_epochs=2", "record_every=3")
+    with pytest.raises(ResumeError) as err:  # a run whose preset now samples otherwise: the way back
+        check_checkpoint(tmp_path / "checkpoints" / "last.ckpt", module_from_config(other), run_config(other),
+                         tmp_path, other)
+    assert str(err.value).endswith("its GradFlowMonitor rows were taken every 2 steps; resume with record_every=2")
 
 
 def test_a_checkpoint_naming_files_of_another_dir_is_refused(straight, run_dir, data_dir):

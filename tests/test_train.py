@@ -134,7 +134,8 @@ def run_one_epoch(args, cwd, data_dir):
     return proc
 
 
-@pytest.mark.parametrize("named,expected", [((), "QuietProfiler"), (("+trainer.profiler=simple",), "SimpleProfiler")])
+@pytest.mark.parametrize("named,expected", [((), "QuietProfiler"), (("+trainer.profiler=simple",), "SimpleProfiler"),
+                                            (("+trainer.profiler=null",), "PassThroughProfiler")])
 def test_the_trainer_gets_the_profiler_the_config_names_else_one_that_records_nothing(
         make_cfg, tmp_path, named, expected):
     from lightning.pytorch import Callback
@@ -150,7 +151,7 @@ def test_the_trainer_gets_the_profiler_the_config_names_else_one_that_records_no
     built = train.build(make_cfg("trainer.max_epochs=1", *named), tmp_path, callbacks=[Sees()])
     assert type(built.trainer.profiler).__name__ == expected
     built.trainer.fit(built.module, datamodule=built.datamodule)
-    assert seen == [("on_train_batch_end", expected == "SimpleProfiler")] * 5
+    assert seen == [("on_train_batch_end", expected == "SimpleProfiler")] * 5  # only Simple keeps a record
     assert built.module._current_fx_name is None  # set back after each hook
     assert "_current_fx_name" not in dict(built.module.named_parameters()) | dict(built.module.named_buffers())
 
