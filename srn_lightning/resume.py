@@ -6,6 +6,7 @@ must be one of this run (its shapes and config). Everything is checked before an
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import re
@@ -215,7 +216,8 @@ def check_state(ckpt, state: dict, module, cfg) -> None:
             raise refuse(f"its {name} rows are not this run's {len(monitor.columns)} columns")
         steps = rows[:, 0]
         every = getattr(monitor, "every", 1)  # a monitor that samples takes every k-th step
-        taken_every = int(steps[1] - steps[0]) if len(steps) > 1 else every
+        gap = float(steps[1] - steps[0]) if len(steps) > 1 else float(every)
+        taken_every = int(gap) if math.isfinite(gap) and gap == int(gap) else every  # crafted steps: no hint
         if (taken_every != every and taken_every > 0
                 and torch.equal(steps, torch.arange(0, step, taken_every, dtype=torch.float32))):
             raise ResumeError(f"resume={ckpt}: its {name} rows were taken every {taken_every} steps; "

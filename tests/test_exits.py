@@ -250,6 +250,10 @@ SPOILED_STATES = [  # (spoil, overrides, the refusal's words)
     (lambda s: _set_rows(s, _rows(s)[:3]), [], "GradNormMonitor rows are not one for each of the 5 steps"),
     (_repeat, [], "GradNormMonitor rows are not one for each of the 5 steps"),
     (_nan, [], "GradNormMonitor rows hold a non-finite value"),
+    (lambda s: _rows(s, "GradFlowMonitor").__setitem__((1, 0), float("nan")), [],
+     "GradFlowMonitor rows are not one for each of the 5 steps"),
+    (lambda s: _rows(s, "GradFlowMonitor").__setitem__((1, 0), float("inf")), [],
+     "GradFlowMonitor rows are not one for each of the 5 steps"),
     (lambda s: _rows(s, "GradFlowMonitor").__setitem__((1, 5), float("inf")), [],
      "GradFlowMonitor rows hold a non-finite value"),
     (_lr, [], "its optimizer's lr is 50.0, this run's 0.2"),
@@ -262,7 +266,7 @@ SPOILED_STATES = [  # (spoil, overrides, the refusal's words)
 
 
 @pytest.mark.parametrize("spoil,overrides,message", SPOILED_STATES, ids=[
-    "narrow-rows", "truncated-rows", "repeated-step", "nan-row", "inf-flow-row", "optimizer-lr",
+    "narrow-rows", "truncated-rows", "repeated-step", "nan-row", "nan-flow-step", "inf-flow-step", "inf-flow-row", "optimizer-lr",
     "generator", "epoch", "max-epochs-below-trained", "val-every-2", "val-mid-epoch"])
 def test_resume_checks_every_piece_of_state_it_restores(straight, data_dir, spoil, overrides, message):
     run_dir = straight[2]
