@@ -268,8 +268,9 @@ def exit_without_final_collection() -> None:
     those registered earlier (Hydra's, joblib's, the sweep report's): they still run, and what they
     allocate is collected as usual; only what was alive when it ran is left to the system. Python
     never promised `__del__` for objects alive at exit; everything the project writes is closed
-    explicitly. Registered once per process that runs jobs: the basic launcher's process, each
-    joblib worker, each submitit job (a joblib launching process only waits for its workers)."""
+    explicitly. Registered once in every process of the command: the one it starts (a single
+    run's, or a sweep's launching process, which draws the sweep report: 0.2 s less at its exit),
+    each joblib worker, each submitit job."""
     global _exit_registered
     if not _exit_registered:
         atexit.register(gc.freeze)

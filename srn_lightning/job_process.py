@@ -12,9 +12,10 @@ the other jobs, go on.
 - The child is forked from a worker that has imported torch and Lightning but run nothing of
   them (no thread pool started): it starts in milliseconds, where a fresh interpreter imports them
   in seconds (benchmarks/job_process.py). It holds the job's dir lock, so a signal the launching
-  process sends to a job (interrupts.stop_jobs) reaches the child. After each job the worker
-  imports what the job imported, so its next child starts with those modules too: a worker pays
-  for the imports once, as when it ran its jobs itself.
+  process sends to a job (interrupts.stop_jobs) reaches the child. Before its next job the worker
+  imports what its earlier jobs imported, so that child starts with those modules too: a worker
+  pays for the imports once, as when it ran its jobs itself, and a job's result goes back without
+  waiting for them.
 - A signal sent to the worker itself is passed on to its child, which stops with its record.
 - The child dies with its worker: should the worker end (killed), the kernel sends the child
   SIGTERM (`PR_SET_PDEATHSIG`), which stops it with its `interrupted` record; no job outlives its
@@ -46,6 +47,7 @@ DEATH_SIGNAL = signal.SIGTERM  # the child's, when its worker ends: a stop with 
 
 class _Where:
     in_child = False  # this process is a job's child: it runs the job itself
+    to_import: list[str] = []  # what the worker's earlier jobs imported, for its next child
 
 
 _where = _Where()
@@ -82,6 +84,8 @@ def run_alone(job: Callable[[], Any], cfg, run_dir, stands_for=None) -> Any:
     torch.set_num_threads(1)
     import lightning.pytorch  # noqa: F401
 
+    _import(_where.to_import)
+    _where.to_import = []
     # the worker, too, exits without collecting what it imported (1.3-1.7 s; console.py), as it
     # did when its jobs ran in it
     console.exit_without_final_collection()
@@ -108,7 +112,7 @@ def run_alone(job: Callable[[], Any], cfg, run_dir, stands_for=None) -> Any:
         _, status = os.waitpid(pid, 0)
     if outcome is not None:
         kind, value, imported = outcome
-        _import(imported)
+        _where.to_import = imported
         if kind == "raised":
             raise value
         return value

@@ -253,3 +253,10 @@ class SeedStackingSweeper(BasicSweeper):
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         if self.stack_seeds:
             self.launcher = GroupingLauncher(self.launcher, side_by_side(config.hydra.launcher))
+
+    def validate_batch_is_legal(self, batch) -> None:
+        """Hydra's check that every job's config composes before any is launched, made once per
+        setting: the jobs of one setting differ only in a `seed=<n>` override, and a seed (an int)
+        composes alike for every n (the 60 configs of the memory experiment over 5 seeds take 3.4 s to
+        compose, its 12 settings 0.7 s)."""
+        super().validate_batch_is_legal([batch[group[0]] for group in seed_groups(batch)])

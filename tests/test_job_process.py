@@ -49,3 +49,18 @@ def test_a_completed_record_is_kept_when_the_process_dies_after_it(make_cfg, tmp
 
 def test_an_exit_without_a_result_is_named_by_its_code():
     assert job_process.how_it_ended(3) == "its process ended with exit code 3 before the job's end"
+
+
+def test_a_worker_imports_what_its_job_imported_before_its_next_job_not_before_returning(
+        make_cfg, tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    name = f"probe_{os.getpid()}"
+    (tmp_path / f"{name}.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    job_process.run_alone(lambda: importlib.import_module(name) and None, make_cfg(), tmp_path)
+    assert name not in sys.modules  # the result came back first
+    assert job_process.run_alone(lambda: name in sys.modules, make_cfg(), tmp_path)  # forked with it
+    assert name in sys.modules

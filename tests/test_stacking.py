@@ -8,6 +8,7 @@ import subprocess
 
 import pytest
 from hydra import compose, initialize_config_dir
+from hydra.types import RunMode
 
 from srn_lightning import seed_groups, stacking
 from srn_lightning.config import CONFIG_DIR
@@ -66,6 +67,35 @@ def test_the_sweeper_is_the_projects_and_optuna_replaces_it():
     assert composed_sweeper().stack_seeds is True
     assert composed_sweeper("hydra.sweeper.stack_seeds=false").stack_seeds is False
     assert composed_sweeper("hparams_search=optuna")._target_.endswith("OptunaSweeper")
+
+
+def test_a_batch_is_checked_to_compose_once_per_setting_and_a_bad_key_is_still_caught():
+    from types import SimpleNamespace
+
+    from hydra.errors import ConfigCompositionException
+
+    composed = []
+
+    class Loader:
+        def load_sweep_config(self, master_config, sweep_overrides):
+            composed.append(sweep_overrides)
+
+    # made without its __init__: Hydra's plugin scan (in an earlier test of the process) loads
+    # BasicSweeper's module again, and its __init__'s super() then names a class of its own
+    sweeper = object.__new__(stacking.SeedStackingSweeper)
+    sweeper.config, sweeper.hydra_context = {}, SimpleNamespace(config_loader=Loader())
+    sweeper.validate_batch_is_legal(BATCH)
+    assert composed == [BATCH[0], BATCH[2], BATCH[4]]  # one job of each setting
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        from hydra.core.global_hydra import GlobalHydra
+
+        loader = GlobalHydra.instance().config_loader()
+        sweeper.config = loader.load_configuration("config", [], run_mode=RunMode.MULTIRUN)
+        sweeper.hydra_context = SimpleNamespace(config_loader=loader)
+        sweeper.validate_batch_is_legal([["length=10", "seed=0"], ["length=10", "seed=1"]])
+        with pytest.raises(ConfigCompositionException, match="no_such_key"):
+            sweeper.validate_batch_is_legal([["no_such_key=1", "seed=0"], ["no_such_key=1", "seed=1"]])
 
 
 def hydra_yaml(job_dir) -> dict:

@@ -165,6 +165,18 @@ def test_exit_handler_is_registered_once(monkeypatch):
     assert registered == [gc.freeze]
 
 
+def test_the_command_exits_without_a_final_collection_in_every_process(monkeypatch):
+    from srn_lightning.train import command
+
+    registered = []
+    monkeypatch.setattr(console.atexit, "register", registered.append)
+    monkeypatch.setattr(console, "_exit_registered", False)
+    monkeypatch.setattr(command, "main", lambda: None)  # a sweep's launching process: no job of its own
+    monkeypatch.setattr(command.sys, "argv", ["srn_lightning.train", "-m", "seed=0,1"])
+    command.cli()
+    assert registered == [gc.freeze]
+
+
 @pytest.mark.slow
 def test_runs_started_together_get_their_own_dirs(tmp_path):
     args = cli("--cfg", "all", "--resolve", "-p", "hydra.run.dir")

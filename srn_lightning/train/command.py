@@ -194,9 +194,8 @@ def cli() -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from srn_lightning.console import steady_streams
-
-    steady_streams()  # before Hydra points its console handler at stdout
+    console.steady_streams()  # before Hydra points its console handler at stdout
+    console.exit_without_final_collection()  # a sweep's launching process too: it draws the report
     # Hydra would print config errors itself, over several lines; let them reach us instead.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
     try:
