@@ -4,9 +4,9 @@
     python -m benchmarks.report --seeds 5 --job-seconds 2
 
 The jobs' files are made as a real sweep leaves them (metrics.json, a 250-row grad_norms.csv,
-.hydra/, checkpoints, events, figure), one job after the other. After each, the project's Hydra
-callback runs its end-of-job hook as in the sweep (`SweepReport.on_job_end`), and at the end its
-end-of-sweep hook (the complete report). The report's time is measured; the jobs' own time is
+.hydra/, checkpoints, events, figure), one job after the other. The project's Hydra callback runs
+its hooks as in the sweep: its start (`SweepReport.on_multirun_start`), its end-of-job hook after
+each job (`on_job_end`), and at the end its end-of-sweep hook (the complete report). The report's time is measured; the jobs' own time is
 simulated, `--job-seconds` a job (a 50-epoch job of the book's run with the basic launcher takes
 about 2 s on this project's CPU machine, see benchmarks/README.md), on the clock the callback reads.
 share = report time / (jobs' time + report time).
@@ -116,6 +116,8 @@ def main(argv=None) -> None:
 
     jobs = list(itertools.product(CLIPS, (10, 20), range(args.seeds)))
     rebuilds, after_job, complete = 0, [], []
+    start = time.perf_counter()
+    callback.on_multirun_start(config)  # the sweep's start: the first rebuild's pace
     for num, (clip, length, seed) in enumerate(jobs):
         make_job(sweep, num, clip, length, seed)  # the job's work, not timed
         simulated["jobs_s"] += args.job_seconds

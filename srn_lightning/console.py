@@ -243,16 +243,20 @@ def setup_process(cfg: DictConfig, hydra_cfg: DictConfig, job_num: int | None = 
     log.info("torch threads: %d", torch.get_num_threads())
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def job_threads(cfg: DictConfig, launcher: DictConfig) -> int | None:
     """Torch CPU threads for one job: `threads` if set; else a share of the cores when a launcher
     runs jobs side by side (joblib: cores // n_jobs; submitit: its cpus_per_task, else 1), so
     parallel jobs do not oversubscribe the machine; else None, torch's own default."""
     if cfg.threads is not None and cfg.threads >= 1:  # other values: refused by validate(), in run()
         return cfg.threads
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if "n_jobs" in launcher:  # joblib; negative counts back from the cores, as joblib does
-        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else max(1, cores + 1 + launcher.n_jobs)
-        return max(1, cores // n_jobs)
+        n_jobs = launcher.n_jobs if launcher.n_jobs > 0 else max(1, cores() + 1 + launcher.n_jobs)
+        return max(1, cores() // n_jobs)
     if "cpus_per_task" in launcher:
         return launcher.cpus_per_task or 1
     return None

@@ -155,13 +155,13 @@ def _child(job: Callable[[], Any], writer, worker: int) -> None:
         os._exit(code)  # not the worker's exit handlers: they are the worker's
 
 
-def die_with_parent(parent: int) -> None:
-    """The kernel sends this process DEATH_SIGNAL when its parent ends (Linux's PR_SET_PDEATHSIG; a
+def die_with_parent(parent: int, signum: int = DEATH_SIGNAL) -> None:
+    """The kernel sends this process `signum` when its parent ends (Linux's PR_SET_PDEATHSIG; a
     public kernel interface, called through ctypes as the standard library has no binding)."""
     import ctypes
 
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_PDEATHSIG, int(signum), 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG)")
     if os.getppid() != parent:  # it ended before the call: nothing will send the signal
         raise SystemExit(1)

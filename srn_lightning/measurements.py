@@ -9,6 +9,7 @@ A new measurement is a monitor in callbacks.py, a figure in plots.py, and an ent
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,7 +28,8 @@ class Measurement:
         monitor: the callback that measures, a row per optimizer step.
         tags: column -> logger tag, for the columns the loggers get every `every`-th step.
         draw: (its columns, every measurement's columns by name, out stem, title) -> the figure's
-            pixels; it writes `<out stem>.png` and `.pdf`.
+            pixels; it writes `<out stem>.png` and `.pdf`. A module-level function (or a partial
+            of one): it is pickled when the figure is drawn in a process of its own.
         summarise: its columns -> the numbers it adds to metrics.json.
         also: callbacks that act on its rows, after the monitor and before the CSV is written.
         charts: TensorBoard "custom scalars" charts, {title: {chart: [tags]}}.
@@ -70,7 +72,7 @@ def for_run(cfg, module) -> list[Measurement]:
         name=record.FIGURE_STEM, monitor=monitor,
         tags={"loss": "train/loss"} | {f"{n}_{when}": f"grad_norm_{when}/{n}" for when in ("pre", "post")
                                        for n in names},
-        draw=lambda own, every, out, title: plots.plot_grad_norms(own, out, cfg.plot_steps, title=title),
+        draw=partial(draw_grad_norms, keep_steps=cfg.plot_steps),
         summarise=record.norm_summary,
         also=[StopOnNonFinite(monitor)],
         charts={"grad norms (W, U, b)": {f"{when}-clip": [f"grad_norm_{when}/{n}" for n in monitor.names]
@@ -86,12 +88,21 @@ def for_run(cfg, module) -> list[Measurement]:
             name=record.GRAD_TIME_STEM,
             monitor=GradFlowMonitor(module.model.rnn_model, cfg.length, cfg.record_every),
             tags={"sigma_max_U": "grad_flow/sigma_max_U"},
-            draw=lambda own, every, out, title: plots.plot_grad_time(own, every[record.FIGURE_STEM], out,
-                                                                     title=title),
+            draw=draw_grad_time,
             summarise=record.grad_time_summary,
             every=cfg.record_every,
         ))
     return found
+
+
+def draw_grad_norms(own: dict, every: dict, out_stem: Path, title: str, keep_steps: int | None):
+    """The grad norms' figure (`Measurement.draw`): the book's, its first `keep_steps` steps."""
+    return plots.plot_grad_norms(own, out_stem, keep_steps, title=title)
+
+
+def draw_grad_time(own: dict, every: dict, out_stem: Path, title: str):
+    """The gradient's flow through time (`Measurement.draw`), with the grad norms' peak."""
+    return plots.plot_grad_time(own, every[record.FIGURE_STEM], out_stem, title=title)
 
 
 def add_charts(trainer, measured: list[Measurement]) -> None:
@@ -104,12 +115,22 @@ def add_charts(trainer, measured: list[Measurement]) -> None:
 def draw(trainer, measured: list[Measurement], run_dir: Path, title: str) -> None:
     """Each measurement's figure that has rows to draw, as PNG and PDF, and as an image in
     TensorBoard at the run's last step."""
+    for name, draw_one, args in figures(measured, run_dir, title):
+        log_figure(trainer, run_dir, name, draw_one(*args))
+
+
+def figures(measured: list[Measurement], run_dir: Path, title: str) -> list[tuple[str, Callable, tuple]]:
+    """The figures `draw` draws: (name, drawing function, its arguments) for each measurement with
+    rows to draw; the function writes the PNG and PDF and returns the pixels (`log_figure`'s)."""
     every = {m.name: m.columns() for m in measured}
-    for m in measured:
-        if every[m.name].get("step"):
-            pixels = m.draw(every[m.name], every, run_dir / m.name, title)
-            with naming(run_dir / "tb"):  # a write that fails names TensorBoard's dir
-                log_image(trainer, m.name, pixels, trainer.global_step)
+    return [(m.name, m.draw, (every[m.name], every, run_dir / m.name, title))
+            for m in measured if every[m.name].get("step")]
+
+
+def log_figure(trainer, run_dir: Path, name: str, pixels) -> None:
+    """A figure's pixels as an image in the run's TensorBoard, at its last step."""
+    with naming(run_dir / "tb"):  # a write that fails names TensorBoard's dir
+        log_image(trainer, name, pixels, trainer.global_step)
 
 
 def summary(measured: list[Measurement]) -> dict:

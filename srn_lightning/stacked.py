@@ -21,8 +21,13 @@ diverges (its run stops at that step; a stacked model goes on).
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
+import multiprocessing
+import os
 import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,11 +42,13 @@ from torch import nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from srn_lightning import answer, attempts, clipping, cluster, interrupts, measurements, record, train
+from srn_lightning import (answer, attempts, clipping, cluster, console, interrupts, measurements, plots, record,
+                           train)
 from srn_lightning.callbacks import (CheckedCheckpointIO, Diverged, GradFlowMonitor, GradNormMonitor, RunConfig,
                                      StopOnNonFinite)
 from srn_lightning.data import NUM_CLASSES, DigitSumDataModule, split_batch_size, split_size
 from srn_lightning.files import naming
+from srn_lightning.job_process import die_with_parent
 from srn_lightning.module import OPTIMIZERS, SRNClassifier, module_from_config
 from srn_lightning.profiler import profiler_kwargs
 from srn_lightning.resume import RUN_CONFIG_STATE, run_config, take_checked
@@ -512,6 +519,8 @@ def run_group(members: list[tuple], sweep_dir=None, on_stop=None) -> list[dict]:
             phases.check()
             phases.enter("test")
             tests = evaluate_best(group)
+            phases.enter("figures")
+            draw_seeds(group)
             return [finish(group, s, {**outcome, **tests[i]}, phases) for i, s in enumerate(group.seeds)]
         except interrupts.Interrupted as stop:
             each_seed(group, members, lambda cfg, run_dir, built: train.stop_interrupted(
@@ -559,13 +568,54 @@ def evaluate_best(group: Group) -> list[dict]:
             for i, (s, path) in enumerate(zip(group.seeds, found))]
 
 
+def draw_seeds(group: Group) -> None:
+    """Every seed's figures (`train.draw`'s, each as PNG and PDF and as an image in its TensorBoard),
+    drawn side by side: each figure in a process forked from this one, as many at a time as there
+    are cores, the images logged here, in order. A group of 3 seeds on 2 cores, its other core free:
+    0.8 s instead of 1.3 s. On one core, or where processes are not forked (not Linux), one after
+    the other, here."""
+    figures = [(seed, name, draw_one, args) for seed in group.seeds
+               for name, draw_one, args in measurements.figures(seed.measured, seed.run_dir, train.title(seed.cfg))]
+    cores = console.cores()
+    if cores < 2 or len(figures) < 2 or sys.platform != "linux":
+        for seed, name, draw_one, args in figures:
+            measurements.log_figure(seed_built(group, seed).trainer, seed.run_dir, name, draw_one(*args))
+        return
+    plots.preload()  # each process forked with matplotlib loaded
+    pool = ProcessPoolExecutor(min(cores, len(figures)), mp_context=multiprocessing.get_context("fork"),
+                               initializer=drawing_process, initargs=(os.getpid(),))
+    try:
+        # This process's objects out of the forked processes' garbage collections (see
+        # job_process.run_alone); with fork, the pool starts its processes at the first submit.
+        gc.freeze()
+        try:
+            drawn = [pool.submit(draw_one, *args) for *_, draw_one, args in figures]
+        finally:
+            gc.unfreeze()
+        for (seed, name, *_), pixels in zip(figures, drawn):
+            measurements.log_figure(seed_built(group, seed).trainer, seed.run_dir, name, pixels.result())
+    except BaseException:  # a signal (Interrupted) or a failed figure: the record follows at once
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def drawing_process(parent: int) -> None:
+    """A process that draws a group's figures: the signals that stop a run are its parent's to act
+    on (which writes the records), and it ends with its parent."""
+    for signum in interrupts.SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
+    die_with_parent(parent, signal.SIGKILL)
+
+
 def finish(group: Group, seed: Seed, known: dict, phases) -> dict:
-    """A seed's figures, HParams, record and answer, as `train.finish` writes its run's."""
+    """A seed's HParams, record and answer, as `train.finish` writes its run's (its figures drawn
+    already, `draw_seeds`)."""
     built = seed_built(group, seed)
     cfg, run_dir = seed.cfg, seed.run_dir
     metrics = train.measured(cfg, built, known)
-    phases.enter("figures")
-    train.draw(cfg, built, run_dir)
+    if phases.phase != "figures":  # its HParams events are its figures phase's, as in its run
+        phases.enter("figures")
     with naming(run_dir / "tb"):
         seed.logger.log_hyperparams(record.hparams(cfg), record.hparam_metrics(metrics))
     phases.enter("record")

@@ -91,6 +91,25 @@ def test_after_a_job_the_report_is_rebuilt_only_when_due(tmp_path):
     assert len(read_csv(tmp_path / "summary.csv")) == 2
 
 
+def test_the_sweeps_start_counts_as_a_rebuild_so_a_short_sweep_has_none_before_its_end(tmp_path, monkeypatch):
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    sweep = tmp_path / "sweep"
+    config = OmegaConf.create({"hydra": {"mode": RunMode.MULTIRUN, "sweep": {"dir": str(sweep)},
+                                         "runtime": {"cwd": str(tmp_path)}}})
+    monkeypatch.setattr(report.atexit, "register", lambda *args: None)  # no complete report at pytest's exit
+    callback = report.SweepReport()
+    callback.clock = lambda: 1000.0
+    callback.on_multirun_start(config)  # the sweep starts at 1000 s
+    make_job(sweep, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})
+    first = 1000.0 + 0.4 * 39  # a rebuild of 0.4 s, then 39 times as long before the next
+    assert not report.update_report(sweep, clock=lambda: first - 0.1)
+    assert not (sweep / "summary.csv").exists()
+    assert report.update_report(sweep, clock=lambda: first + 0.1)
+    assert len(read_csv(sweep / "summary.csv")) == 1
+
+
 def test_many_seeds_of_a_setting_are_drawn_as_their_median_and_quartiles():
     from srn_lightning import plots
 

@@ -9,7 +9,7 @@ import torch
 
 import torch.nn.functional as F
 
-from srn_lightning import record, stacked, train
+from srn_lightning import console, record, stacked, train
 from srn_lightning.model import SeqClassifier
 from srn_lightning.resume import load_checkpoint
 from srn_lightning.stacked_model import StackedSeqClassifier
@@ -45,6 +45,12 @@ def test_each_seed_of_a_stacked_group_leaves_its_own_runs_record(make_cfg, tmp_p
         for name in (record.CSV_NAME, record.GRAD_TIME_CSV, "tb/hparams.yaml"):
             assert (stacked_dir / name).read_bytes() == (alone_dir / name).read_bytes(), name
         assert scalars(stacked_dir) == scalars(alone_dir)
+        # its figures, drawn in processes of their own (as many at a time as there are cores)
+        pngs = sorted(p.name for p in alone_dir.glob("*.png"))
+        assert pngs and pngs == sorted(p.name for p in stacked_dir.glob("*.png"))
+        for name in pngs:
+            assert (stacked_dir / name).read_bytes() == (alone_dir / name).read_bytes(), name
+        assert images(stacked_dir) == images(alone_dir) and len(images(alone_dir)) == len(pngs)
         assert stacked_metrics["seed"] == s and stacked_metrics["steps"] > 0
     assert group[0]["test_acc"] != group[1]["test_acc"] or group[0]["W_pre_max"] != group[1]["W_pre_max"]
 
@@ -56,6 +62,15 @@ def scalars(run_dir) -> dict:
     events = EventAccumulator(str(run_dir / "tb"), size_guidance={"scalars": 0})
     events.Reload()
     return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def images(run_dir) -> dict:
+    """Every TensorBoard image of a run: tag -> [(step, its PNG bytes)]."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"images": 0})
+    events.Reload()
+    return {tag: [(e.step, e.encoded_image_string) for e in events.Images(tag)] for tag in events.Tags()["images"]}
 
 
 def tensors_equal(a, b) -> bool:
@@ -190,3 +205,76 @@ def test_a_group_whose_seed_diverges_leaves_nothing_for_its_seeds_to_run_one_by_
     assert train.run(cfgs[0], tmp_path / "solo")["status"] == "diverged"  # as its own run says
     for i in (0, 1):
         assert not any((tmp_path / f"stacked{i}" / n).exists() for n in (*attempts.RUN_FILES, *attempts.RUN_DIRS))
+
+
+def test_a_figure_that_fails_in_its_drawing_process_fails_each_seed_naming_the_file(make_cfg, tmp_path,
+                                                                                     monkeypatch):
+    import errno
+
+    from srn_lightning import plots
+    from srn_lightning.errors import RunFailed
+
+    def full_disk(*args, **kwargs):  # in the drawing process, forked with this patch
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "grad_time.png"))
+
+    monkeypatch.setattr(plots, "plot_grad_time", full_disk)
+    monkeypatch.setattr(console, "cores", lambda: 2)  # drawn side by side on any machine
+    cfgs = [make_cfg("length=10", f"seed={s}", "trainer.max_epochs=1") for s in (0, 1)]
+    with pytest.raises(RunFailed, match="failed during figures: .*No space left.*grad_time.png"):
+        stacked.run_group([(c, tmp_path / f"stacked{s}") for s, c in enumerate(cfgs)])
+    for s in (0, 1):
+        m = json.loads((tmp_path / f"stacked{s}" / "metrics.json").read_text())
+        assert (m["status"], m["phase"], m["epochs"]) == ("failed", "figures", 1) and "grad_time.png" in m["error"]
+
+
+def test_a_signal_while_a_group_draws_stops_each_seed_with_its_record_and_no_drawing_outlives_it(
+        make_cfg, tmp_path, monkeypatch):
+    import multiprocessing
+    import os
+    import signal
+    import time
+
+    from srn_lightning import plots
+
+    plot_grad_norms, group = plots.plot_grad_norms, os.getpid()
+
+    def ctrl_c_then_draw(columns, out_stem, *args, **kwargs):  # in a drawing process: one Ctrl-C
+        if os.getpid() != group and out_stem.parent.name == "stacked0":  # for the group's process
+            os.kill(group, signal.SIGINT)
+        return plot_grad_norms(columns, out_stem, *args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_grad_norms", ctrl_c_then_draw)
+    monkeypatch.setattr(console, "cores", lambda: 2)  # drawn side by side on any machine
+    cfgs = [make_cfg("length=10", f"seed={s}", "trainer.max_epochs=1") for s in (0, 1)]
+    with pytest.raises(SystemExit, match=r"interrupted \(SIGINT during figures\)"):
+        stacked.run_group([(c, tmp_path / f"stacked{s}") for s, c in enumerate(cfgs)])
+    for s in (0, 1):
+        m = json.loads((tmp_path / f"stacked{s}" / "metrics.json").read_text())
+        assert (m["status"], m["phase"], m["signal"], m["epochs"]) == ("interrupted", "figures", "SIGINT", 1)
+    deadline = time.monotonic() + 10
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()
+
+
+def test_a_signal_that_reaches_a_drawing_process_is_left_to_the_group(make_cfg, tmp_path, monkeypatch):
+    """Ctrl-C reaches every process of the terminal's group: the group's own process acts on it (and
+    writes the records); a drawing process, which would otherwise stop on its own, goes on."""
+    import os
+    import signal
+
+    from srn_lightning import plots
+
+    plot_grad_norms, group = plots.plot_grad_norms, os.getpid()
+
+    def ctrl_c_here_then_draw(*args, **kwargs):
+        if os.getpid() != group:  # in a drawing process
+            os.kill(os.getpid(), signal.SIGINT)
+        return plot_grad_norms(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "plot_grad_norms", ctrl_c_here_then_draw)
+    monkeypatch.setattr(console, "cores", lambda: 2)
+    cfgs = [make_cfg("length=10", f"seed={s}", "trainer.max_epochs=1") for s in (0, 1)]
+    records = stacked.run_group([(c, tmp_path / f"stacked{s}") for s, c in enumerate(cfgs)])
+    assert [r["status"] for r in records] == ["completed", "completed"]
+    assert all((tmp_path / f"stacked{s}" / "grad_norms.png").exists() for s in (0, 1))

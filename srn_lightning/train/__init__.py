@@ -199,9 +199,13 @@ def draw(cfg: DictConfig, built: Built, run_dir: Path) -> None:
     """The measurements' figures, as PNG and PDF, and as images in TensorBoard."""
     from srn_lightning import measurements
 
+    measurements.draw(built.trainer, built.measured, run_dir, title(cfg))
+
+
+def title(cfg: DictConfig) -> str:
+    """A run's figures' title: its setting and seed."""
     clip = cfg.clip.mode if cfg.clip.val is None else f"{cfg.clip.mode} {cfg.clip.val}"
-    title = f"{cfg.model.cell}, clip={clip}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}"
-    measurements.draw(built.trainer, built.measured, run_dir, title)
+    return f"{cfg.model.cell}, clip={clip}, length={cfg.length}, lr={cfg.lr}, seed={cfg.seed}"
 
 
 def stop_interrupted(cfg: DictConfig, built: Built | None, run_dir: Path,
