@@ -37,7 +37,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from srn_lightning import console, interrupts, locks, record
+from srn_lightning import console, interrupts, locks, plots, record
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,9 @@ def run_alone(job: Callable[[], Any], cfg, run_dir, stands_for=None) -> Any:
     torch.set_num_threads(1)
     import lightning.pytorch  # noqa: F401
 
+    # what the job draws with, which the worker uses too where its job is the sweep's last (it
+    # completes the sweep's report, report.SWEEP_JOBS_ENV)
+    plots.preload()
     _import(_where.to_import)
     _where.to_import = []
     # the worker, too, exits without collecting what it imported (1.3-1.7 s; console.py), as it

@@ -29,6 +29,7 @@ import atexit
 import contextlib
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from hydra.experimental.callback import Callback
 
 from srn_lightning import plots
 from srn_lightning.files import shown, write_atomic
-from srn_lightning.record import csv_text
+from srn_lightning.record import METRICS_NAME, csv_text
 from srn_lightning.report_jobs import find_jobs, read_job
 from srn_lightning.report_summary import (AGGREGATE_COLUMNS, JOB_COLUMNS, aggregate, figure_data, markdown,
                                           not_completed, setting_table)
@@ -100,7 +101,8 @@ def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict], list[d
 # rebuild took. A rebuild reads every job, so its cost grows with the sweep; rebuilt after every
 # job, the report's total would grow with the square of the sweep's size. Spaced this way the
 # rebuilds while a sweep runs take at most about REBUILD_SHARE of its time, at any size; the
-# complete report follows when the sweep ends.
+# complete report follows when the sweep ends: built by the job that ends last, at once (see
+# SWEEP_JOBS_ENV), else by the launching process.
 MIN_INTERVAL = 5.0
 REBUILD_SHARE = 0.025
 # The sweep's start counts as a rebuild that took START_SECONDS (a complete rebuild at 25 jobs,
@@ -109,6 +111,11 @@ REBUILD_SHARE = 0.025
 START_SECONDS = 0.4
 STAMP_NAME = ".report.stamp"  # when the last rebuild ended and how long it took: shared by the
                               # processes of a sweep (joblib workers, Slurm jobs)
+# How many job dirs the sweep dir holds once the sweep has ended (its first job's number plus its
+# jobs), in every job's environment (the project's sweeper sets it): the job whose end leaves every
+# one of them with its record completes the report at once, where it ran, and the launching process
+# then finds it current.
+SWEEP_JOBS_ENV = "SRN_SWEEP_JOBS"
 
 
 def update_report(sweep_dir, clock=time.time) -> bool:
@@ -118,12 +125,19 @@ def update_report(sweep_dir, clock=time.time) -> bool:
     with _locked(sweep_dir):
         ended, seconds = _read_stamp(sweep_dir)
         wait = max(MIN_INTERVAL, seconds * (1 - REBUILD_SHARE) / REBUILD_SHARE)
-        if ended is not None and clock() - ended < wait:
+        if ended is not None and clock() - ended < wait and not all_ended(sweep_dir):
             return False
         start = time.perf_counter()
         _build(sweep_dir, force=True)
         _write_stamp(sweep_dir, clock(), time.perf_counter() - start)
         return True
+
+
+def all_ended(sweep_dir: Path) -> bool:
+    """Whether every job of the sweep (SWEEP_JOBS_ENV of them) has its dir and its record."""
+    expected = int(os.environ.get(SWEEP_JOBS_ENV, "0"))
+    jobs = find_jobs(sweep_dir) if expected else []
+    return len(jobs) >= expected > 0 and all((d / METRICS_NAME).is_file() for _, d in jobs)
 
 
 def _read_stamp(sweep_dir: Path) -> tuple[float | None, float]:

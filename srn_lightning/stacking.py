@@ -254,6 +254,15 @@ class SeedStackingSweeper(BasicSweeper):
         if self.stack_seeds:
             self.launcher = GroupingLauncher(self.launcher, side_by_side(config.hydra.launcher))
 
+    def get_job_batch(self):
+        if self.batch_index == 0:  # every job of the sweep, for the report (report.SWEEP_JOBS_ENV)
+            import os
+
+            from srn_lightning.report import SWEEP_JOBS_ENV
+
+            os.environ[SWEEP_JOBS_ENV] = str(job_offset() + sum(len(batch) for batch in self.overrides))
+        return super().get_job_batch()
+
     def validate_batch_is_legal(self, batch) -> None:
         """Hydra's check that every job's config composes before any is launched, made once per
         setting: the jobs of one setting differ only in a `seed=<n>` override, and a seed (an int)

@@ -3,12 +3,13 @@
 import csv
 import json
 import math
+import os
 import statistics
 
 import pytest
 import yaml
 
-from srn_lightning import record, report, report_jobs
+from srn_lightning import record, report, report_jobs, stacking
 
 
 def make_job(sweep, num, overrides, metrics=None, w_norms=(5.0, 50.0, 0.5)):
@@ -108,6 +109,33 @@ def test_the_sweeps_start_counts_as_a_rebuild_so_a_short_sweep_has_none_before_i
     assert not (sweep / "summary.csv").exists()
     assert report.update_report(sweep, clock=lambda: first + 0.1)
     assert len(read_csv(sweep / "summary.csv")) == 1
+
+
+def test_the_job_whose_end_leaves_every_job_with_its_record_completes_the_report_at_once(tmp_path, monkeypatch):
+    monkeypatch.setenv(report.SWEEP_JOBS_ENV, "3")  # a sweep of 3 jobs
+    make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})
+    assert report.update_report(tmp_path, clock=lambda: 1000.0)  # the first: no stamp yet
+    soon = lambda: 1000.1  # noqa: E731  long before the next rebuild is due
+    make_job(tmp_path, 1, ["clip=none", "length=20", "seed=1"], {"test_acc": 0.2})
+    make_job(tmp_path, 2, ["clip=none", "length=20", "seed=2"])  # started, no record yet
+    assert not report.update_report(tmp_path, clock=soon)
+    record.write_metrics(tmp_path / "2_clip=none,length=20,seed=2", {"status": "failed", "clip_mode": "none",
+                                                                     "length": 20, "seed": 2})
+    assert report.update_report(tmp_path, clock=soon)  # the last record: the complete report
+    assert [j["status"] for j in read_csv(tmp_path / "summary.csv")] == ["completed", "completed", "failed"]
+    monkeypatch.setenv(report.SWEEP_JOBS_ENV, "4")  # a job of the sweep not started yet
+    assert not report.update_report(tmp_path, clock=soon)
+
+
+def test_the_sweeper_gives_its_jobs_the_number_of_job_dirs_the_sweep_ends_with(monkeypatch):
+    from srn_lightning.preflight import JOB_OFFSET_ENV
+
+    monkeypatch.setenv(JOB_OFFSET_ENV, "6")  # added to a sweep dir that holds jobs 0-5
+    monkeypatch.delenv(report.SWEEP_JOBS_ENV, raising=False)
+    sweeper = object.__new__(stacking.SeedStackingSweeper)  # see tests/test_stacking.py
+    sweeper.overrides, sweeper.batch_index = [[["seed=0"], ["seed=1"]], [["seed=2"]]], 0  # two batches
+    assert sweeper.get_job_batch() == [["seed=0"], ["seed=1"]]
+    assert os.environ[report.SWEEP_JOBS_ENV] == "9"
 
 
 def test_many_seeds_of_a_setting_are_drawn_as_their_median_and_quartiles():
