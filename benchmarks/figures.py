@@ -7,7 +7,11 @@ epochs: 1,520 steps).
 
 Wall time of each figure's `plot_*` call (the figure built, drawn once for the PNG and once for the
 PDF, both files written), median over the rounds, in one process after a warm-up round (matplotlib
-imported, its fonts loaded). Results: outputs/benchmarks/figures.json and a table.
+imported, its fonts loaded). Then a group of 3 seeds' figures (each seed's two, from the same
+records), in alternated rounds: drawn one after the other in this process, and side by side as a
+group draws them (`stacked.drawn_side_by_side`: a process forked for each figure, as many at a time
+as there are cores), in a process that has imported torch and Lightning, as a group's has.
+Results: outputs/benchmarks/figures.json and two tables.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import statistics
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 from benchmarks.common import OUT, environment, make_cfg, quiet, save_json, silenced
@@ -48,14 +53,45 @@ def main(argv=None) -> None:
             if i:
                 times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(t) for name, t in times.items()}
+    group = group_times(norms, flow, work, args.rounds)
     out = save_json(args.out, {"benchmark": "figures", "setting": SETTING, "overrides": args.overrides,
                                **environment(), "steps": len(norms["step"]), "grad_time_rows": len(flow["step"]),
-                               "seconds": times, "median_s": medians})
+                               "seconds": times, "median_s": medians, "group_of_3_seeds_s": group,
+                               "group_of_3_seeds_median_s": {k: statistics.median(v) for k, v in group.items()}})
     print(f"| figure (PNG and PDF), {len(norms['step'])} steps | wall, median of {args.rounds} |")
     print("| --- | --- |")
     for name, seconds in medians.items():
         print(f"| {name} | {seconds * 1000:.0f} ms |")
+    print(f"\n| a group of 3 seeds' figures, {environment()['cpus']} cores | one after the other | side by side |")
+    print("| --- | --- | --- |")
+    print(f"| wall, median of {args.rounds} | " + " | ".join(f"{statistics.median(v) * 1000:.0f} ms" for v in group.values())
+          + " |")
     print(f"\nwritten: {out}")
+
+
+def group_times(norms: dict, flow: dict, work: Path, rounds: int) -> dict[str, list[float]]:
+    """Wall seconds of a group of 3 seeds' figures, one after the other and side by side, rounds
+    alternated (after a warm-up round of each)."""
+    import torch  # noqa: F401  as in a group's process: forked with them
+    import lightning.pytorch  # noqa: F401
+
+    from srn_lightning import measurements, stacked
+
+    every = {"grad_norms": norms, "grad_time": flow}
+    times = {"one after the other": [], "side by side": []}
+    for i in range(rounds + 1):
+        for side in times:
+            calls = [call for seed in range(3) for call in (
+                (partial(measurements.draw_grad_norms, keep_steps=None), (norms, every, work / f"{i}{side}{seed}n", "t")),
+                (measurements.draw_grad_time, (flow, every, work / f"{i}{side}{seed}t", "t")))]
+            start = time.perf_counter()
+            if side == "side by side":
+                stacked.drawn_side_by_side(calls)
+            else:
+                [draw_one(*args) for draw_one, args in calls]
+            if i:
+                times[side].append(time.perf_counter() - start)
+    return times
 
 
 if __name__ == "__main__":

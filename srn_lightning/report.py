@@ -15,8 +15,9 @@ A job is a dir holding `.hydra/overrides.yaml`; its row comes from its `metrics.
 `missing` when there is none (still running, or killed before it could write one). The
 `SweepReport` Hydra callback (registered in conf/config.yaml) brings the report up to date after a
 job when it is due (every few seconds at most, spaced so that the rebuilds take a small share of the
-sweep, see `update_report`), and completely when the sweep ends, fails or is stopped; then the
-launching process prints the by-setting table and the report's path.
+sweep, see `update_report`), completely after the job that ends last, and when the sweep ends, fails
+or is stopped (unless it is current); then the launching process prints the by-setting table and
+the report's path.
 
 Its parts: report_jobs.py reads the jobs, report_summary.py summarises them (statistics, tables,
 figure data); here the report is built, kept up to date while a sweep runs, and rebuilt from the CLI.
@@ -105,9 +106,10 @@ def _build(sweep_dir: Path, force: bool) -> tuple[list[Path], list[dict], list[d
 # SWEEP_JOBS_ENV), else by the launching process.
 MIN_INTERVAL = 5.0
 REBUILD_SHARE = 0.025
-# The sweep's start counts as a rebuild that took START_SECONDS (a complete rebuild at 25 jobs,
-# benchmarks/report.py), so the first rebuild keeps to the same share: the first job to end after
-# the sweep has run 15.6 s rebuilds it. A shorter sweep gets its complete report at its end.
+# The sweep's start counts as a rebuild that took START_SECONDS (about what a sweep's first rebuild
+# takes, matplotlib's import included: 0.46 s, benchmarks/report.py), so the first one keeps to the
+# same share: the first job to end after the sweep has run 15.6 s rebuilds it. A shorter sweep gets
+# only its complete report.
 START_SECONDS = 0.4
 STAMP_NAME = ".report.stamp"  # when the last rebuild ended and how long it took: shared by the
                               # processes of a sweep (joblib workers, Slurm jobs)
@@ -119,8 +121,9 @@ SWEEP_JOBS_ENV = "SRN_SWEEP_JOBS"
 
 
 def update_report(sweep_dir, clock=time.time) -> bool:
-    """After a job: rebuild the report if it is due (see MIN_INTERVAL); returns whether it did.
-    `clock` (seconds) is for the benchmark, which simulates the jobs' time."""
+    """After a job: rebuild the report if it is due (see MIN_INTERVAL), or if every job of the sweep
+    has ended (`all_ended`); returns whether it did. `clock` (seconds) is for the benchmark, which
+    simulates the jobs' time."""
     sweep_dir = Path(sweep_dir)
     with _locked(sweep_dir):
         ended, seconds = _read_stamp(sweep_dir)
@@ -157,8 +160,9 @@ class SweepReport(Callback):
 
     `on_job_end` runs where the job ran: in the launching process (basic launcher), in a joblib
     worker, or in the submitit job on the cluster node, so the report is written from there, into
-    the shared sweep dir, under a lock, when it is due (`update_report`). `on_multirun_end` runs in
-    the launching process, and only when every job succeeded; a sweep with a failed job, or one
+    the shared sweep dir, under a lock, when it is due (`update_report`), and completely after the
+    job that ends last. `on_multirun_end` runs in the launching process, and only when every job
+    succeeded: it completes the report unless it is current; a sweep with a failed job, or one
     stopped half-way, gets its complete report when the launching process exits. The launching
     process prints the by-setting table and the report's path once, after the complete report. A
     report that cannot be written is logged, never a failed job."""

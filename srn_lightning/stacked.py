@@ -570,34 +570,39 @@ def evaluate_best(group: Group) -> list[dict]:
 
 def draw_seeds(group: Group) -> None:
     """Every seed's figures (`train.draw`'s, each as PNG and PDF and as an image in its TensorBoard),
-    drawn side by side: each figure in a process forked from this one, as many at a time as there
-    are cores, the images logged here, in order. A group of 3 seeds on 2 cores, its other core free:
-    0.8 s instead of 1.3 s. On one core, or where processes are not forked (not Linux), one after
-    the other, here."""
+    drawn side by side (`drawn_side_by_side`), the images logged here, in order."""
     figures = [(seed, name, draw_one, args) for seed in group.seeds
                for name, draw_one, args in measurements.figures(seed.measured, seed.run_dir, train.title(seed.cfg))]
-    cores = console.cores()
-    if cores < 2 or len(figures) < 2 or sys.platform != "linux":
-        for seed, name, draw_one, args in figures:
-            measurements.log_figure(seed_built(group, seed).trainer, seed.run_dir, name, draw_one(*args))
-        return
+    drawn = drawn_side_by_side([(draw_one, args) for *_, draw_one, args in figures])
+    for (seed, name, *_), pixels in zip(figures, drawn):
+        measurements.log_figure(seed_built(group, seed).trainer, seed.run_dir, name, pixels)
+
+
+def drawn_side_by_side(calls: list[tuple]) -> list:
+    """What each (drawing function, its arguments) returns, in order, each call made in a process
+    forked from this one, as many at a time as there are cores: the figures of a group of 3 seeds
+    on 2 cores in 0.67 s instead of 1.02 s one after the other (`python -m benchmarks.figures`). On one
+    core, or where processes are not forked (not Linux), one after the other, here. The functions
+    and arguments are pickled (a module-level function, or a partial of one)."""
+    if console.cores() < 2 or len(calls) < 2 or sys.platform != "linux":
+        return [draw_one(*args) for draw_one, args in calls]
     plots.preload()  # each process forked with matplotlib loaded
-    pool = ProcessPoolExecutor(min(cores, len(figures)), mp_context=multiprocessing.get_context("fork"),
+    pool = ProcessPoolExecutor(min(console.cores(), len(calls)), mp_context=multiprocessing.get_context("fork"),
                                initializer=drawing_process, initargs=(os.getpid(),))
     try:
         # This process's objects out of the forked processes' garbage collections (see
         # job_process.run_alone); with fork, the pool starts its processes at the first submit.
         gc.freeze()
         try:
-            drawn = [pool.submit(draw_one, *args) for *_, draw_one, args in figures]
+            futures = [pool.submit(draw_one, *args) for draw_one, args in calls]
         finally:
             gc.unfreeze()
-        for (seed, name, *_), pixels in zip(figures, drawn):
-            measurements.log_figure(seed_built(group, seed).trainer, seed.run_dir, name, pixels.result())
+        drawn = [future.result() for future in futures]
     except BaseException:  # a signal (Interrupted) or a failed figure: the record follows at once
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
+    return drawn
 
 
 def drawing_process(parent: int) -> None:
