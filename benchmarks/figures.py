@@ -86,7 +86,7 @@ def group_times(norms: dict, flow: dict, work: Path, rounds: int) -> dict[str, l
                 (measurements.draw_grad_time, (flow, every, work / f"{i}{side}{seed}t", "t")))]
             start = time.perf_counter()
             if side == "side by side":
-                list(stacked.drawn_side_by_side(calls))
+                list(stacked.drawn_side_by_side(calls, processes=len(calls)))  # as many as the cores
             else:
                 [draw_one(*args) for draw_one, args in calls]
             if i:

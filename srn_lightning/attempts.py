@@ -25,7 +25,7 @@ from srn_lightning import record
 
 log = logging.getLogger(__name__)
 
-KEPT = ("completed", "diverged")
+KEPT = record.KEPT
 # what a run writes into its dir besides .hydra/, train.log and .lock: an attempt that starts over
 # removes them
 RUN_FILES = (record.METRICS_NAME, record.CSV_NAME, record.GRAD_TIME_CSV,

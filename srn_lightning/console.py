@@ -267,14 +267,14 @@ def exit_without_final_collection() -> None:
 
     With torch, Lightning, TensorBoard and matplotlib loaded, Python's shutdown spends 1.3-1.7 s
     collecting their objects as it tears the modules down; the process's memory goes back to the
-    system either way. A `gc.freeze()` exit handler skips that: the process exits in about 0.2 s.
-    Exit handlers run newest first, so this one, registered when the first job starts, runs before
-    those registered earlier (Hydra's, joblib's, the sweep report's): they still run, and what they
-    allocate is collected as usual; only what was alive when it ran is left to the system. Python
-    never promised `__del__` for objects alive at exit; everything the project writes is closed
-    explicitly. Registered once in every process of the command: the one it starts (a single
-    run's, or a sweep's launching process, which draws the sweep report: 0.2 s less at its exit),
-    each joblib worker, each submitit job."""
+    system either way. A `gc.freeze()` exit handler skips that: the process exits in about 0.2 s
+    (benchmarks/exit.py). Registered once in every process of the command: the one it starts (a
+    single run's, or a sweep's launching process, which may draw the sweep report), each joblib
+    worker, each submitit job. Exit handlers run newest first: registered as the command starts,
+    this one runs after the others (Hydra's, joblib's, the sweep report's), which still run, and
+    what they leave alive is left to the system too; registered as a worker's first job starts,
+    it runs before those registered earlier. Python never promised `__del__` for objects alive at
+    exit; everything the project writes is closed explicitly."""
     global _exit_registered
     if not _exit_registered:
         atexit.register(gc.freeze)

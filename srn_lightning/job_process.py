@@ -96,12 +96,11 @@ def run_alone(job: Callable[[], Any], cfg, run_dir, stands_for=None) -> Any:
     _flush()  # nothing buffered is written twice
     reader, writer = Pipe(duplex=False)
     worker = os.getpid()
-    # The worker's objects (torch's, Lightning's: hundreds of thousands) out of the child's garbage
-    # collections: a collection that walked them would touch, and so copy, every page they lie on.
-    # And out of the worker's own: they are what it imported, alive as long as it is, and loky
-    # collects in a worker after its job (0.22 s with torch and Lightning loaded, while the other
-    # workers' jobs may want the core).
-    gc.freeze()
+    # What the worker imported (torch's, Lightning's objects: hundreds of thousands) out of its
+    # garbage collections, which loky runs after a job, while the other workers' jobs may want the
+    # cores: frozen once, with the first job, as they live as long as the worker.
+    if not gc.get_freeze_count():
+        gc.freeze()
     pid = os.fork()
     if pid == 0:  # the job's process
         reader.close()
@@ -133,6 +132,9 @@ def _child(job: Callable[[], Any], writer, worker: int) -> None:
     to the worker, pickled as loky pickles a job's result (cloudpickle: what a job returns or raises
     pickles as it would on its way back from a loky worker); never returns."""
     import cloudpickle
+    # Everything the child was forked with out of its garbage collections: a collection that walked
+    # those objects would touch, and so copy, every page they lie on (freezing touches none of them)
+    gc.freeze()
     _where.in_child = True
     code = 0
     try:

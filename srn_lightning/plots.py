@@ -11,7 +11,7 @@ STYLES = {"W": ("-", "#8E004D"), "U": ("-.", "#E20079"), "b": ("--", "#3D3D3F")}
 
 def preload() -> None:
     """Imports what drawing uses (matplotlib's figure, its Agg and PDF backends, its images), so that
-    processes forked after it draw without importing it each (about 0.3 s a process)."""
+    processes forked after it draw without importing it each."""
     import matplotlib.backends.backend_agg  # noqa: F401
     import matplotlib.backends.backend_pdf  # noqa: F401
     import matplotlib.figure  # noqa: F401

@@ -35,6 +35,7 @@ COLUMNS = ["step", "epoch", "loss", *(f"{n}_pre" for n in TRACKED), *(f"{n}_post
 CONFIG_KEYS = list(RUN_KEYS)  # the config keys a run is known by (the schema's run keys)
 NORM_KEYS = [f"{n}_pre_{which}" for which in ("max", "last") for n in TRACKED]
 STATUSES = ("completed", "diverged", "interrupted", "failed", "cancelled")
+KEPT = ("completed", "diverged")  # a record `resume=` and a continued sweep keep as it is (the others run again)
 HPARAM_METRICS = ("test_acc", "dev_best", "W_pre_max", "total_pre_max")
 
 

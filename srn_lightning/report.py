@@ -38,7 +38,8 @@ from hydra.experimental.callback import Callback
 
 from srn_lightning import plots
 from srn_lightning.files import shown, write_atomic
-from srn_lightning.record import METRICS_NAME, csv_text
+from srn_lightning.record import KEPT, METRICS_NAME, csv_text, read_metrics
+from srn_lightning.resume import MULTIRUN_NAME
 from srn_lightning.report_jobs import find_jobs, read_job
 from srn_lightning.report_summary import (AGGREGATE_COLUMNS, JOB_COLUMNS, aggregate, figure_data, markdown,
                                           not_completed, setting_table)
@@ -128,19 +129,38 @@ def update_report(sweep_dir, clock=time.time) -> bool:
     with _locked(sweep_dir):
         ended, seconds = _read_stamp(sweep_dir)
         wait = max(MIN_INTERVAL, seconds * (1 - REBUILD_SHARE) / REBUILD_SHARE)
-        if ended is not None and clock() - ended < wait and not all_ended(sweep_dir):
+        complete = all_ended(sweep_dir)
+        if ended is not None and clock() - ended < wait and not complete:
             return False
         start = time.perf_counter()
-        _build(sweep_dir, force=True)
+        _build(sweep_dir, force=not complete)  # complete: current already if two jobs ended at once
         _write_stamp(sweep_dir, clock(), time.perf_counter() - start)
         return True
 
 
 def all_ended(sweep_dir: Path) -> bool:
-    """Whether every job of the sweep (SWEEP_JOBS_ENV of them) has its dir and its record."""
+    """Whether every job of the sweep (SWEEP_JOBS_ENV of them) has its dir and has ended: its record
+    completed or diverged (a continued sweep keeps it as it is), or failed or cancelled since the
+    sweep started (its `multirun.yaml` written; an earlier one is run again). An interrupted record is
+    no end: its job runs again (requeued, or the sweep continued)."""
     expected = int(os.environ.get(SWEEP_JOBS_ENV, "0"))
-    jobs = find_jobs(sweep_dir) if expected else []
-    return len(jobs) >= expected > 0 and all((d / METRICS_NAME).is_file() for _, d in jobs)
+    if not expected:
+        return False
+    jobs = find_jobs(sweep_dir)
+    try:
+        started = (sweep_dir / MULTIRUN_NAME).stat().st_mtime
+    except OSError:
+        return False
+    return len(jobs) >= expected and all(_ended(d, started) for _, d in jobs)
+
+
+def _ended(job_dir: Path, started: float) -> bool:
+    try:
+        status = read_metrics(job_dir)["status"]
+        written = (job_dir / METRICS_NAME).stat().st_mtime
+    except (OSError, ValueError):
+        return False
+    return status in KEPT or (status in ("failed", "cancelled") and written >= started)
 
 
 def _read_stamp(sweep_dir: Path) -> tuple[float | None, float]:
@@ -177,6 +197,7 @@ class SweepReport(Callback):
         # launching process still completes the report on its way out.
         sweep_dir = self._sweep_dir(config)
         atexit.register(self._end, sweep_dir)
+        os.environ.pop(SWEEP_JOBS_ENV, None)  # an earlier sweep's in this process: the sweeper sets this one's
         try:  # its config checked (preflight.CheckConfig runs first), so the dir is the sweep's
             sweep_dir.mkdir(parents=True, exist_ok=True)
             with _locked(sweep_dir):

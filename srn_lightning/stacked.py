@@ -20,6 +20,7 @@ diverges (its run stops at that step; a stacked model goes on).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import logging
@@ -573,33 +574,38 @@ def draw_seeds(group: Group) -> None:
     drawn side by side (`drawn_side_by_side`), the images logged here, in order."""
     figures = [(seed, name, draw_one, args) for seed in group.seeds
                for name, draw_one, args in measurements.figures(seed.measured, seed.run_dir, train.title(seed.cfg))]
-    drawn = drawn_side_by_side([(draw_one, args) for *_, draw_one, args in figures])
-    for (seed, name, *_), pixels in zip(figures, drawn):  # each logged as it comes, while others draw
-        measurements.log_figure(seed_built(group, seed).trainer, seed.run_dir, name, pixels)
+    calls = [(draw_one, args) for *_, draw_one, args in figures]
+    with contextlib.closing(drawn_side_by_side(calls, torch.get_num_threads() + 1)) as drawn:
+        for pixels, (seed, name, *_) in zip(drawn, figures):  # each logged as it comes, while others draw
+            measurements.log_figure(seed_built(group, seed).trainer, seed.run_dir, name, pixels)
 
 
-def drawn_side_by_side(calls: list[tuple]) -> Iterator:
+def drawn_side_by_side(calls: list[tuple], processes: int) -> Iterator:
     """What each (drawing function, its arguments) returns, in order, as each is ready, each call
-    made in a process forked from this one, as many at a time as there are cores: the figures of a
-    group of 3 seeds on 2 cores in 0.67 s instead of 1.02 s one after the other (`python -m
-    benchmarks.figures`). On one core, or where processes are not forked (not Linux), one after the
-    other, here. The functions and arguments are pickled (a module-level function, or a partial of
-    one)."""
-    if console.cores() < 2 or len(calls) < 2 or sys.platform != "linux":
+    made in a process forked from this one, at most `processes` at a time (and no more than the
+    cores): the figures of a group of 3 seeds on 2 cores in 0.67 s instead of 1.02 s one after the
+    other (`python -m benchmarks.figures`). A group draws with its job's share of the cores
+    (its torch threads) and one more, a core another job may have left. With one process, or where
+    processes are not forked (not Linux), one after the other, here. The functions and arguments
+    are pickled (a module-level function, or a partial of one)."""
+    processes = min(processes, console.cores(), len(calls))
+    if processes < 2 or sys.platform != "linux":
         for draw_one, args in calls:
             yield draw_one(*args)
         return
     plots.preload()  # each process forked with matplotlib loaded
-    pool = ProcessPoolExecutor(min(console.cores(), len(calls)), mp_context=multiprocessing.get_context("fork"),
+    pool = ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("fork"),
                                initializer=drawing_process, initargs=(os.getpid(),))
     try:
         # This process's objects out of the forked processes' garbage collections (see
         # job_process.run_alone); with fork, the pool starts its processes at the first submit.
+        frozen = gc.get_freeze_count()
         gc.freeze()
         try:
             futures = [pool.submit(draw_one, *args) for draw_one, args in calls]
         finally:
-            gc.unfreeze()
+            if not frozen:  # a job's process keeps what it was frozen with (job_process._child)
+                gc.unfreeze()
         for future in futures:
             yield future.result()
     except BaseException:  # a signal (Interrupted), a failed figure, or the caller's own failure
@@ -610,9 +616,11 @@ def drawn_side_by_side(calls: list[tuple]) -> Iterator:
 
 def drawing_process(parent: int) -> None:
     """A process that draws a group's figures: the signals that stop a run are its parent's to act
-    on (which writes the records), and it ends with its parent."""
+    on (which writes the records), and it ends with its parent. SIGTERM keeps its default, so that
+    the pool can end a drawing process (and a cluster's SIGTERM to every process of a job ends it)."""
     for signum in interrupts.SIGNALS:
-        signal.signal(signum, signal.SIG_IGN)
+        if signum != signal.SIGTERM:
+            signal.signal(signum, signal.SIG_IGN)
     die_with_parent(parent, signal.SIGKILL)
 
 

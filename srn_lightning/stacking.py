@@ -266,6 +266,5 @@ class SeedStackingSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch) -> None:
         """Hydra's check that every job's config composes before any is launched, made once per
         setting: the jobs of one setting differ only in a `seed=<n>` override, and a seed (an int)
-        composes alike for every n (the 60 configs of the memory experiment over 5 seeds take 3.4 s to
-        compose, its 12 settings 0.7 s)."""
+        composes alike for every n (the memory experiment over 5 seeds: 12 configs composed, not 60)."""
         super().validate_batch_is_legal([batch[group[0]] for group in seed_groups(batch)])

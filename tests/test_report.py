@@ -111,17 +111,22 @@ def test_the_sweeps_start_counts_as_a_rebuild_so_a_short_sweep_has_none_before_i
     assert len(read_csv(sweep / "summary.csv")) == 1
 
 
-def test_the_job_whose_end_leaves_every_job_with_its_record_completes_the_report_at_once(tmp_path, monkeypatch):
+def test_the_job_whose_end_leaves_every_job_ended_completes_the_report_at_once(tmp_path, monkeypatch):
     monkeypatch.setenv(report.SWEEP_JOBS_ENV, "3")  # a sweep of 3 jobs
-    make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})
+    make_job(tmp_path, 0, ["clip=none", "length=20", "seed=0"], {"test_acc": 0.1})  # kept from before
+    failed = {"status": "failed", "clip_mode": "none", "length": 20, "seed": 2}
+    last = make_job(tmp_path, 2, ["clip=none", "length=20", "seed=2"])
+    record.write_metrics(last, failed)
+    os.utime(last / record.METRICS_NAME, (0, 0))  # an earlier sweep's attempt: it runs again in this one
+    (tmp_path / "multirun.yaml").write_text("{}\n")  # the sweep starts
     assert report.update_report(tmp_path, clock=lambda: 1000.0)  # the first: no stamp yet
     soon = lambda: 1000.1  # noqa: E731  long before the next rebuild is due
     make_job(tmp_path, 1, ["clip=none", "length=20", "seed=1"], {"test_acc": 0.2})
-    make_job(tmp_path, 2, ["clip=none", "length=20", "seed=2"])  # started, no record yet
-    assert not report.update_report(tmp_path, clock=soon)
-    record.write_metrics(tmp_path / "2_clip=none,length=20,seed=2", {"status": "failed", "clip_mode": "none",
-                                                                     "length": 20, "seed": 2})
-    assert report.update_report(tmp_path, clock=soon)  # the last record: the complete report
+    assert not report.update_report(tmp_path, clock=soon)  # job 2's failure is the earlier sweep's
+    record.write_metrics(last, {**failed, "status": "interrupted"})  # it runs again, and is stopped
+    assert not report.update_report(tmp_path, clock=soon)  # an interrupted job runs again
+    record.write_metrics(last, failed)  # it fails in this sweep: every job has ended
+    assert report.update_report(tmp_path, clock=soon)
     assert [j["status"] for j in read_csv(tmp_path / "summary.csv")] == ["completed", "completed", "failed"]
     monkeypatch.setenv(report.SWEEP_JOBS_ENV, "4")  # a job of the sweep not started yet
     assert not report.update_report(tmp_path, clock=soon)
@@ -131,7 +136,7 @@ def test_the_sweeper_gives_its_jobs_the_number_of_job_dirs_the_sweep_ends_with(m
     from srn_lightning.preflight import JOB_OFFSET_ENV
 
     monkeypatch.setenv(JOB_OFFSET_ENV, "6")  # added to a sweep dir that holds jobs 0-5
-    monkeypatch.delenv(report.SWEEP_JOBS_ENV, raising=False)
+    monkeypatch.setenv(report.SWEEP_JOBS_ENV, "0")  # set, so that it is put back as it was
     sweeper = object.__new__(stacking.SeedStackingSweeper)  # see tests/test_stacking.py
     sweeper.overrides, sweeper.batch_index = [[["seed=0"], ["seed=1"]], [["seed=2"]]], 0  # two batches
     assert sweeper.get_job_batch() == [["seed=0"], ["seed=1"]]

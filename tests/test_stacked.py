@@ -227,7 +227,7 @@ def test_a_figure_that_fails_in_its_drawing_process_fails_each_seed_naming_the_f
         assert (m["status"], m["phase"], m["epochs"]) == ("failed", "figures", 1) and "grad_time.png" in m["error"]
 
 
-def test_a_signal_while_a_group_draws_stops_each_seed_with_its_record_and_no_drawing_outlives_it(
+def test_a_signal_while_a_group_draws_stops_each_seed_with_its_record_and_its_drawing_processes_end(
         make_cfg, tmp_path, monkeypatch):
     import multiprocessing
     import os

@@ -173,6 +173,8 @@ def test_the_command_exits_without_a_final_collection_in_every_process(monkeypat
     monkeypatch.setattr(console, "_exit_registered", False)
     monkeypatch.setattr(command, "main", lambda: None)  # a sweep's launching process: no job of its own
     monkeypatch.setattr(command.sys, "argv", ["srn_lightning.train", "-m", "seed=0,1"])
+    monkeypatch.setattr(console, "steady_streams", lambda: None)  # pytest's streams stay as they are
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # set by the command: put back after
     command.cli()
     assert registered == [gc.freeze]
 
