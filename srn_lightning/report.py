@@ -127,14 +127,14 @@ def update_report(sweep_dir, clock=time.time) -> bool:
     simulates the jobs' time."""
     sweep_dir = Path(sweep_dir)
     with _locked(sweep_dir):
-        ended, seconds = _read_stamp(sweep_dir)
+        ended, seconds, was_complete = _read_stamp(sweep_dir)
         wait = max(MIN_INTERVAL, seconds * (1 - REBUILD_SHARE) / REBUILD_SHARE)
-        complete = all_ended(sweep_dir)
+        complete = not was_complete and all_ended(sweep_dir)  # once: the jobs that end after it are kept ones
         if ended is not None and clock() - ended < wait and not complete:
             return False
         start = time.perf_counter()
         _build(sweep_dir, force=not complete)  # complete: current already if two jobs ended at once
-        _write_stamp(sweep_dir, clock(), time.perf_counter() - start)
+        _write_stamp(sweep_dir, clock(), time.perf_counter() - start, was_complete or complete)
         return True
 
 
@@ -163,16 +163,18 @@ def _ended(job_dir: Path, started: float) -> bool:
     return status in KEPT or (status in ("failed", "cancelled") and written >= started)
 
 
-def _read_stamp(sweep_dir: Path) -> tuple[float | None, float]:
+def _read_stamp(sweep_dir: Path) -> tuple[float | None, float, bool]:
+    """When the last rebuild ended, how long it took, and whether it was the complete report."""
     try:
         stamp = json.loads((sweep_dir / STAMP_NAME).read_text())
-        return float(stamp["ended"]), float(stamp["seconds"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None, 0.0
+        return float(stamp["ended"]), float(stamp["seconds"]), stamp.get("complete") is True
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, 0.0, False
 
 
-def _write_stamp(sweep_dir: Path, ended: float, seconds: float) -> None:
-    write_atomic(sweep_dir / STAMP_NAME, json.dumps({"ended": ended, "seconds": seconds}) + "\n")
+def _write_stamp(sweep_dir: Path, ended: float, seconds: float, complete: bool = False) -> None:
+    write_atomic(sweep_dir / STAMP_NAME,
+                 json.dumps({"ended": ended, "seconds": seconds, "complete": complete}) + "\n")
 
 
 class SweepReport(Callback):

@@ -128,6 +128,7 @@ def test_the_job_whose_end_leaves_every_job_ended_completes_the_report_at_once(t
     record.write_metrics(last, failed)  # it fails in this sweep: every job has ended
     assert report.update_report(tmp_path, clock=soon)
     assert [j["status"] for j in read_csv(tmp_path / "summary.csv")] == ["completed", "completed", "failed"]
+    assert not report.update_report(tmp_path, clock=soon)  # a kept job's end after it: complete already
     monkeypatch.setenv(report.SWEEP_JOBS_ENV, "4")  # a job of the sweep not started yet
     assert not report.update_report(tmp_path, clock=soon)
 
