@@ -27,7 +27,7 @@ from benchmarks.parity import lightning_fit, plain_fit
 def bare_fit(cfg, run_dir, validate: bool) -> dict:
     from lightning.pytorch import Trainer, seed_everything
 
-    from srn_lightning.data import DigitSumDataModule
+    from srn_lightning.datamodule import DigitSumDataModule
     from srn_lightning.module import SRNClassifier
 
     seed_everything(cfg.seed, workers=True, verbose=False)

@@ -2,24 +2,34 @@
 
 It does the same work as `srn_lightning.train.run` minus the framework: the same model (the package's
 SeqClassifier, the config's cell and optimizer) with the same init (same seed, same construction order), the same seeded batch order
-(the DataModule's own loader), the same clip mode with the same semantics, the same per-step pre- and
-post-clip grad-norm records, validation every epoch and best-on-dev / last checkpoint files.
+(the loaders the DataModule serves, srn_lightning/data.py), the same clip mode with the same semantics, the same per-step pre- and
+post-clip grad-norm records, validation every epoch and best-on-dev / last checkpoint files. It imports
+torch, numpy and the package's modules that need no Lightning (data, model, clipping), not Lightning.
+
+    python -m benchmarks.plain_loop RUN_DIR CONFIG_JSON [CONFIG_JSON ...]
+
+fits each run's resolved config (JSON; its `seed` names its dir under RUN_DIR) one after the other
+with one torch thread, as a user's script would: benchmarks/seeds.py's yardstick.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
+import random
+import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from torch.nn.utils import get_total_norm
 
+from srn_lightning import data
 from srn_lightning.clipping import clip_gradients_
-from srn_lightning.data import DigitSumDataModule
 from srn_lightning.model import SeqClassifier
 
 
@@ -48,6 +58,13 @@ def evaluate(model, loader, device) -> tuple[float, float]:
     return float(correct) / n, float(loss) / n
 
 
+def seed_all(seed: int) -> None:
+    """Python's, numpy's and torch's generators seeded, as Lightning's `seed_everything` seeds them."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def save(path: Path, model, optimizer, epoch: int, step: int) -> None:
     torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "epoch": epoch, "global_step": step}, path)
@@ -66,8 +83,6 @@ def fit_plain(cfg, run_dir, device: torch.device | str | None = None) -> dict:
     accelerator). Returns per-step `losses` [steps], `norms` [steps, 8] (W, U, b, total pre-clip,
     then post-clip), `model`, `dev_best`, and the wall and CPU seconds of the fit: data set-up,
     training, validation, checkpoints, the norms' CSV."""
-    from lightning.pytorch import seed_everything
-
     device = torch.device(device) if device is not None else device_of(cfg)
     run_dir = Path(run_dir)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -75,17 +90,17 @@ def fit_plain(cfg, run_dir, device: torch.device | str | None = None) -> dict:
     if deterministic:  # as the Trainer does: deterministic cuBLAS needs a fixed workspace
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(deterministic)
-    seed_everything(cfg.seed, workers=True, verbose=False)
-    data = DigitSumDataModule(cfg.data.dir, cfg.length, cfg.batch_size, cfg.seed,
-                              cfg.data.num_workers, cfg.data.regenerate)
+    seed_all(cfg.seed)
     # same construction order as SRNClassifier, so the same seed draws the same weights
     model = SeqClassifier(10, cfg.model.input_size, cfg.model.hidden_size, 19, cfg.model.cell).to(device)
     optimizer = OPTIMIZERS[cfg.optimizer.name](model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     start, start_cpu = time.perf_counter(), time.process_time()
-    data.prepare_data()
-    data.setup("fit")
-    train, dev = data.train_dataloader(), data.val_dataloader()
+    data.ensure_files(cfg.data.dir, cfg.length, cfg.data.regenerate)
+    train = data.loader(data.dataset(cfg.data.dir, cfg.length, "train"), "train", cfg.batch_size, cfg.length,
+                        torch.Generator().manual_seed(cfg.seed), cfg.data.num_workers)
+    dev = data.loader(data.dataset(cfg.data.dir, cfg.length, "dev"), "dev", cfg.batch_size, cfg.length,
+                      num_workers=cfg.data.num_workers)
     rows, losses, best, best_path, step = [], [], -1.0, None, 0
     for epoch in range(cfg.trainer.max_epochs):
         for x, y in train:
@@ -116,3 +131,17 @@ def fit_plain(cfg, run_dir, device: torch.device | str | None = None) -> dict:
                                  enumerate(zip(torch.stack(losses).tolist(), norms.tolist()))])
     return {"losses": torch.stack(losses).cpu(), "norms": norms, "model": model, "dev_best": best,
             "fit_seconds": time.perf_counter() - start, "fit_cpu_seconds": time.process_time() - start_cpu}
+
+
+def main(argv=None) -> None:
+    from omegaconf import OmegaConf
+
+    run_dir, *configs = sys.argv[1:] if argv is None else argv
+    torch.set_num_threads(1)
+    for text in configs:
+        cfg = OmegaConf.create(json.loads(text))
+        fit_plain(cfg, Path(run_dir) / str(cfg.seed))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,14 +8,16 @@ loops (benchmarks/plain_loop.py: fit only) split over the 2 cores, in rounds who
 Both sweeps are `python -m srn_lightning.train -m experiment=memory length=20 seed=0,1,2,3,4
 hydra/launcher=joblib hydra.launcher.n_jobs=2 <overrides>` from the command line, each in a fresh
 process: wall time from start to exit (start-up, every run's test, figures and record included).
-The plain loops: two processes, seeds 0, 1, 2 and 3, 4, each importing torch and fitting its seeds
-one after the other; wall time until both end. OMP_NUM_THREADS=1 everywhere (unless set).
+The plain loops: two processes, seeds 0, 1, 2 and 3, 4, each importing torch and the plain loop
+(not Lightning) and fitting its seeds one after the other, each seed's config composed by this
+process and handed over as JSON; wall time from their start until both end. OMP_NUM_THREADS=1 everywhere (unless set).
 Results: outputs/benchmarks/seeds.json.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -37,49 +39,38 @@ def sweep(extra, cwd, env, overrides, tag) -> float:
                  f"hydra.sweep.dir={cwd / tag}", *extra], cwd, env)
 
 
-def plain_loops(cwd: Path, env, overrides, tag) -> float:
-    """Wall seconds of the five seeds' plain loops in two processes side by side."""
+def plain_loops(configs: dict[int, str], cwd: Path, env, tag) -> float:
+    """Wall seconds of the five seeds' plain loops in two processes side by side; `configs`: each
+    seed's resolved config as JSON."""
     start = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.seeds", "--loops", *map(str, part),
-                               "--dir", str(cwd / tag), *overrides], cwd=cwd, env=env)
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.plain_loop", str(cwd / tag),
+                               *(configs[seed] for seed in part)], cwd=cwd, env=env)
              for part in (SEEDS[:3], SEEDS[3:])]
     if any(p.wait() != 0 for p in procs):
         raise RuntimeError("a plain loop failed")
     return time.perf_counter() - start
 
 
-def loops(seeds: list[int], run_dir: Path, overrides) -> None:
-    """The child's part: the plain loop of each seed, one after the other."""
-    import torch
-
-    from benchmarks.common import make_cfg
-    from benchmarks.plain_loop import fit_plain
-
-    torch.set_num_threads(1)
-    for seed in seeds:
-        cfg = make_cfg(run_dir.parent / "data", *SETTING, *overrides, f"seed={seed}")
-        fit_plain(cfg, run_dir / str(seed))
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.seeds", description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", default=str(OUT / "seeds.json"))
-    parser.add_argument("--loops", type=int, nargs="+", help=argparse.SUPPRESS)  # a plain-loop child
-    parser.add_argument("--dir", help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", help="added to every side, key=value")
     args = parser.parse_args(argv)
-    if args.loops is not None:
-        return loops(args.loops, Path(args.dir), args.overrides)
+    from omegaconf import OmegaConf
+
     from benchmarks.common import make_cfg
 
     work = Path(tempfile.mkdtemp(prefix="srn-seeds-"))
-    make_cfg(work / "data", *SETTING, *args.overrides)  # the data files, written once, not timed
+    # each seed's config, composed here as the command line would (the data files written once, not timed)
+    configs = {seed: json.dumps(OmegaConf.to_container(make_cfg(work / "data", *SETTING, *args.overrides,
+                                                                f"seed={seed}"), resolve=True))
+               for seed in SEEDS}
     env = child_env(OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     common = [f"data.dir={work / 'data'}", *args.overrides]
     run = {"stacked": lambda tag: sweep([], work, env, common, tag),
            "one job a seed": lambda tag: sweep(["hydra.sweeper.stack_seeds=false"], work, env, common, tag),
-           "plain loops": lambda tag: plain_loops(work, env, args.overrides, tag)}
+           "plain loops": lambda tag: plain_loops(configs, work, env, tag)}
     rows = []
     for i in range(args.rounds):
         order = SIDES[i % 3:] + SIDES[: i % 3]  # each side first, second and last in turn

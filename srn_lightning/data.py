@@ -1,4 +1,5 @@
-"""The book's digit-sum data: generator, files, Dataset and LightningDataModule.
+"""The book's digit-sum data: generator, files, Dataset and loaders, with torch and numpy alone (the
+LightningDataModule that serves them to a run is srn_lightning/datamodule.py).
 
 Each example is a sequence of `length` digits whose label is the sum of the first two (0..18); every
 later position is noise the model has to learn to ignore. The generator reproduces nndl ch. 6.2 byte
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, TensorDataset
 
 from srn_lightning.config import MAX_LENGTH, MIN_LENGTH
@@ -169,62 +169,23 @@ def quoted(text: str) -> str:
     return f"{text[:QUOTE_CHARS]!r}... ({len(text)} characters)"
 
 
-class DigitSumDataModule(LightningDataModule):
-    """Serves `data_dir/<length>/` as train (shuffled, seeded), dev (validation) and test."""
+def dataset(data_dir, length: int, split: str) -> TensorDataset:
+    """`split` of `data_dir/<length>/` as a TensorDataset of (sequences, labels), every line checked."""
+    return TensorDataset(*read_split(split_path(data_dir, length, split), length))
 
-    def __init__(
-        self,
-        data_dir: str,
-        length: int = 20,
-        batch_size: int = 64,
-        seed: int = 0,
-        num_workers: int = 0,
-        regenerate: bool = False,
-    ) -> None:
-        super().__init__()
-        self.data_dir, self.length, self.batch_size = data_dir, length, batch_size
-        self.seed, self.num_workers, self.regenerate = seed, num_workers, regenerate
-        self.splits: dict[str, TensorDataset] = {}
-        self.prepared = False  # the files are checked (or written) once per run, not per fit and test
-        # One generator for the whole fit, its state saved in checkpoints: a resumed run draws the
-        # same batch order for its remaining epochs as an uninterrupted one.
-        self.shuffle_generator = torch.Generator().manual_seed(seed)
 
-    def prepare_data(self) -> None:
-        if not self.prepared:
-            ensure_files(self.data_dir, self.length, self.regenerate)
-            self.prepared = True
-
-    def setup(self, stage: str | None = None) -> None:
-        for split in SPLITS:
-            if split not in self.splits:
-                x, y = read_split(split_path(self.data_dir, self.length, split), self.length)
-                self.splits[split] = TensorDataset(x, y)
-
-    def _loader(self, split: str, shuffle: bool = False) -> DataLoader:
-        return DataLoader(
-            self.splits[split],
-            batch_size=split_batch_size(split, self.batch_size, self.length),
-            shuffle=shuffle,
-            generator=self.shuffle_generator if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("dev")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def state_dict(self) -> dict:
-        return {"shuffle_generator": self.shuffle_generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.shuffle_generator.set_state(state["shuffle_generator"])
+def loader(dataset: TensorDataset, split: str, batch_size: int, length: int,
+           shuffle_generator: torch.Generator | None = None, num_workers: int = 0) -> DataLoader:
+    """`split`'s loader at the run's `batch_size` and `length` (split_batch_size): training's shuffled
+    by `shuffle_generator`, dev and test in file order."""
+    return DataLoader(
+        dataset,
+        batch_size=split_batch_size(split, batch_size, length),
+        shuffle=shuffle_generator is not None,
+        generator=shuffle_generator,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
 
 
 def sha256(path) -> str:

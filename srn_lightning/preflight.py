@@ -95,7 +95,7 @@ def _refusal(kwargs: dict) -> str | None:
 def check_batches(cfg) -> None:
     """Every split gets at least one batch under its `limit_*_batches`, and `max_steps` reaches the
     end of the first epoch, where the dev accuracy the best checkpoint is chosen by is measured."""
-    from srn_lightning.data import batches, split_batch_size  # imports Lightning: not before a job's logging is set up
+    from srn_lightning.data import batches, split_batch_size  # imports torch: in a job, not in the launching process
 
     split_of = {"train": "train", "val": "dev", "test": "test"}
     for stage, split in split_of.items():

@@ -47,7 +47,8 @@ from srn_lightning import (answer, attempts, clipping, cluster, console, interru
                            train)
 from srn_lightning.callbacks import (CheckedCheckpointIO, Diverged, GradFlowMonitor, GradNormMonitor, RunConfig,
                                      StopOnNonFinite)
-from srn_lightning.data import NUM_CLASSES, DigitSumDataModule, split_batch_size, split_size
+from srn_lightning.data import NUM_CLASSES, split_batch_size, split_size
+from srn_lightning.datamodule import DigitSumDataModule
 from srn_lightning.files import naming
 from srn_lightning.job_process import die_with_parent
 from srn_lightning.module import OPTIMIZERS, SRNClassifier, module_from_config

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from srn_lightning import data
+from srn_lightning.datamodule import DigitSumDataModule
 
 # sha256 of the files the book's own procedure writes (its generator, run once as the book does)
 BOOK_SHA256 = {
@@ -74,7 +75,7 @@ def test_files_are_written_once_and_reused(tmp_path):
 
 
 def test_datamodule_serves_the_files(data_dir):
-    dm = data.DigitSumDataModule(str(data_dir), length=20, batch_size=64, seed=0)
+    dm = DigitSumDataModule(str(data_dir), length=20, batch_size=64, seed=0)
     dm.prepare_data()
     dm.setup("fit")
     x, y = next(iter(dm.val_dataloader()))  # dev in one batch, whatever the training batch size
@@ -99,7 +100,7 @@ def test_dev_and_test_batches_hold_up_to_4000_positions_and_no_fewer_examples_th
 
 
 def _order(data_dir, seed):
-    dm = data.DigitSumDataModule(str(data_dir), length=20, batch_size=300, seed=seed)
+    dm = DigitSumDataModule(str(data_dir), length=20, batch_size=300, seed=seed)
     dm.setup("fit")
     x, _ = next(iter(dm.train_dataloader()))
     return x

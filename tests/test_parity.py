@@ -2,10 +2,18 @@
 (benchmarks/plain_loop.py: the same model, init, batch order and clipping, written with torch alone),
 checked by the parity benchmark's own comparison."""
 
+import json
+import subprocess
+import sys
+
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 from benchmarks.parity import MODES, lightning_fit, parity, plain_fit
+from benchmarks.plain_loop import fit_plain, main
+
+from .conftest import child_env
 
 
 @pytest.mark.parametrize("clip", MODES)
@@ -32,3 +40,22 @@ def test_the_memory_experiment_matches_the_plain_loop_too(cell, make_cfg, tmp_pa
     assert len(light["losses"]) == len(plain["losses"]) == 38  # 300 examples, batch 8
     parity(light, plain)
     assert {k: v.shape for k, v in plain["state"].items()}["rnn_model.U"] == (32, 32 * (4 if cell == "lstm" else 1))
+
+
+def test_the_plain_loop_imports_no_lightning():
+    """The yardstick costs what a plain PyTorch script costs to start: torch, not Lightning."""
+    probe = ("import sys, benchmarks.plain_loop; "
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'lightning_fabric', 'pytorch_lightning'}))")
+    out = subprocess.run([sys.executable, "-c", probe], env=child_env(), capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_plain_loop_command_fits_each_config_as_the_function_does(make_cfg, tmp_path):
+    configs = [make_cfg("experiment=memory", "length=10", "trainer.max_epochs=1", f"seed={s}") for s in (3, 4)]
+    main([str(tmp_path / "cli"), *(json.dumps(OmegaConf.to_container(c, resolve=True)) for c in configs)])
+    for cfg in configs:
+        fit_plain(cfg, tmp_path / "function" / str(cfg.seed))
+        cli, function = (tmp_path / side / str(cfg.seed) / "grad_norms.csv" for side in ("cli", "function"))
+        assert cli.read_bytes() == function.read_bytes()
+    seed_3, seed_4 = ((tmp_path / "cli" / s / "grad_norms.csv").read_bytes() for s in ("3", "4"))
+    assert seed_3 != seed_4  # each config its own seed

@@ -124,7 +124,7 @@ def build(cfg: DictConfig, run_dir: Path, callbacks=()) -> Built:
 
     from srn_lightning import clipping, measurements
     from srn_lightning.callbacks import CheckedCheckpointIO, RunConfig
-    from srn_lightning.data import DigitSumDataModule
+    from srn_lightning.datamodule import DigitSumDataModule
     from srn_lightning.module import module_from_config
     from srn_lightning.profiler import profiler_kwargs
 
