@@ -164,6 +164,9 @@ def probe(side: str, mode: str, overrides: list[str], work: Path, stdout) -> Non
     The first counts everything a fit brings in (lazy imports, tensors, buffers): the kernel's
     peak-RSS mark is reset right before it. The second, with imports done, is what tracemalloc
     sees: Python objects and numpy buffers, not torch's own CPU allocator."""
+    # Both sides' baseline with torch and Lightning imported, as a run's process has them before its fit
+    import lightning.pytorch  # noqa: F401
+
     cfg = make_cfg(work / "data", f"clip={mode}", *overrides)
     fit = {"plain": plain_fit, "lightning": lightning_fit}[side]
     cuda = device_of(cfg).type == "cuda"

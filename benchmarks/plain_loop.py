@@ -1,10 +1,11 @@
 """The book's run as a hand-written PyTorch loop: the yardstick the Lightning path is measured against.
 
 It does the same work as `srn_lightning.train.run` minus the framework: the same model (the package's
-SeqClassifier, the config's cell and optimizer) with the same init (same seed, same construction order), the same seeded batch order
-(the loaders the DataModule serves, srn_lightning/data.py), the same clip mode with the same semantics, the same per-step pre- and
-post-clip grad-norm records, validation every epoch and best-on-dev / last checkpoint files. It imports
-torch, numpy and the package's modules that need no Lightning (data, model, clipping), not Lightning.
+SeqClassifier, the config's cell and optimizer) with the same init (same seed, same construction
+order), the same seeded batch order (the loaders the DataModule serves, srn_lightning/data.py), the
+same clip mode with the same semantics, the same per-step pre- and post-clip grad-norm records,
+validation every epoch and best-on-dev / last checkpoint files. It imports torch, numpy and the
+package's modules that need no Lightning (data, model, clipping), not Lightning.
 
     python -m benchmarks.plain_loop RUN_DIR CONFIG_JSON [CONFIG_JSON ...]
 
@@ -18,7 +19,6 @@ import csv
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 
@@ -134,13 +134,19 @@ def fit_plain(cfg, run_dir, device: torch.device | str | None = None) -> dict:
 
 
 def main(argv=None) -> None:
+    import argparse
+
     from omegaconf import OmegaConf
 
-    run_dir, *configs = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.plain_loop",
+                                     description="Fit each config's plain loop, one after the other.")
+    parser.add_argument("run_dir", help="each run's dir is RUN_DIR/<its seed>")
+    parser.add_argument("configs", nargs="+", metavar="CONFIG_JSON", help="a run's resolved config, as JSON")
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    for text in configs:
+    for text in args.configs:
         cfg = OmegaConf.create(json.loads(text))
-        fit_plain(cfg, Path(run_dir) / str(cfg.seed))
+        fit_plain(cfg, Path(args.run_dir) / str(cfg.seed))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import OUT, child_env, environment, save_json, wall
+from benchmarks.common import OUT, child_env, environment, save_json
 
 SETTING = ["experiment=memory", "length=20", "trainer.max_epochs=40"]
 SEEDS = [0, 1, 2, 3, 4]
@@ -48,8 +48,9 @@ def timed(run) -> tuple[float, float]:
 
 
 def sweep(extra, cwd, env, overrides, tag) -> None:
-    wall([sys.executable, "-m", "srn_lightning.train", *SWEEP, *SETTING, *overrides,
-                 f"hydra.sweep.dir={cwd / tag}", *extra], cwd, env)
+    subprocess.run([sys.executable, "-m", "srn_lightning.train", *SWEEP, *SETTING, *overrides,
+                    f"hydra.sweep.dir={cwd / tag}", *extra], cwd=cwd, env=env, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def plain_loops(configs: dict[int, str], cwd: Path, env, tag) -> None:
@@ -58,7 +59,7 @@ def plain_loops(configs: dict[int, str], cwd: Path, env, tag) -> None:
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.plain_loop", str(cwd / tag),
                                *(configs[seed] for seed in part)], cwd=cwd, env=env)
              for part in (SEEDS[:3], SEEDS[3:])]
-    if any(p.wait() != 0 for p in procs):
+    if any([p.wait() != 0 for p in procs]):  # both waited for (and their CPU counted) first
         raise RuntimeError("a plain loop failed")
 
 
@@ -97,7 +98,8 @@ def main(argv=None) -> None:
               "omp_num_threads": env["OMP_NUM_THREADS"], **environment(),
               # an install with SciPy (the search extra) imports it in every Lightning process (~0.8 s)
               "scipy_installed": importlib.util.find_spec("scipy") is not None, "rounds": rows,
-              "median_s": medians, "cpu_rounds": cpu_rows, "cpu_median_s": cpu_medians, "stacked_over_plain_loops_median": statistics.median(ratios),
+              "median_s": medians, "cpu_rounds": cpu_rows, "cpu_median_s": cpu_medians,
+              "stacked_over_plain_loops_median": statistics.median(ratios),
               "stacked_over_plain_loops_max": max(ratios),
               "one_job_a_seed_over_stacked_median": statistics.median(r["one job a seed"] / r["stacked"] for r in rows)}
     out = save_json(args.out, report)

@@ -1,5 +1,5 @@
-"""The book's digit-sum data: generator, files, Dataset and loaders, with torch and numpy alone (the
-LightningDataModule that serves them to a run is srn_lightning/datamodule.py).
+"""The book's digit-sum data: generator, files, Dataset and loaders, with torch and numpy, no
+Lightning (the LightningDataModule that serves them to a run is srn_lightning/datamodule.py).
 
 Each example is a sequence of `length` digits whose label is the sum of the first two (0..18); every
 later position is noise the model has to learn to ignore. The generator reproduces nndl ch. 6.2 byte
@@ -174,12 +174,12 @@ def dataset(data_dir, length: int, split: str) -> TensorDataset:
     return TensorDataset(*read_split(split_path(data_dir, length, split), length))
 
 
-def loader(dataset: TensorDataset, split: str, batch_size: int, length: int,
+def loader(examples: TensorDataset, split: str, batch_size: int, length: int,
            shuffle_generator: torch.Generator | None = None, num_workers: int = 0) -> DataLoader:
-    """`split`'s loader at the run's `batch_size` and `length` (split_batch_size): training's shuffled
-    by `shuffle_generator`, dev and test in file order."""
+    """The loader of `split`'s `examples` at the run's `batch_size` and `length` (split_batch_size):
+    training's shuffled by `shuffle_generator`, dev and test in file order."""
     return DataLoader(
-        dataset,
+        examples,
         batch_size=split_batch_size(split, batch_size, length),
         shuffle=shuffle_generator is not None,
         generator=shuffle_generator,

@@ -1,5 +1,5 @@
-"""Every import points down: the layers contract in pyproject.toml (import-linter), imports inside
-functions included."""
+"""Every import points down: the contracts in pyproject.toml (import-linter: the layers, imports
+inside functions included, and no Lightning in data, model and clipping)."""
 
 import subprocess
 import sys
